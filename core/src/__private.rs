@@ -1,0 +1,47 @@
+//! Support for the code `keel-macros` generates. Not a public API: it may change at any time.
+
+pub use schemars;
+pub use serde;
+
+use crate::aggregate::{Aggregate, IntoEvents};
+use crate::event::{DecodeError, EncodeError};
+
+/// Encodes an event enum value as its variant's content.
+///
+/// # Errors
+///
+/// The serde error, with the type name.
+pub fn encode_variant<T: serde::Serialize>(
+    value: &T,
+    event_type: &'static str,
+) -> Result<Vec<u8>, EncodeError> {
+    crate::event::encode_variant(value, event_type)
+}
+
+/// Decodes variant `tag` of an event enum from its content bytes.
+///
+/// # Errors
+///
+/// The serde error, with the type name and schema version.
+pub fn decode_variant<T: serde::de::DeserializeOwned>(
+    tag: &'static str,
+    event_type: &str,
+    schema_version: u32,
+    payload: &[u8],
+) -> Result<T, DecodeError> {
+    crate::event::decode_variant(tag, event_type, schema_version, payload)
+}
+
+/// Normalises a command handler's answer to the aggregate's events or error.
+///
+/// # Errors
+///
+/// The handler's rejection.
+#[inline]
+pub fn into_events<A, T>(answer: T) -> Result<Vec<A::Event>, A::Error>
+where
+    A: Aggregate,
+    T: IntoEvents<A::Event, A::Error>,
+{
+    answer.into_events()
+}

@@ -1,0 +1,55 @@
+//! # Keel
+//!
+//! Event sourcing and CQRS for Rust services. The log is the source of truth; an
+//! aggregate's state, a read model and another service's cache are views derived by
+//! replaying it.
+//!
+//! - **Model**: [`Event`], [`Aggregate`], [`Apply`] and the `#[keel::commands]` attribute
+//!   (see [`aggregate`]).
+//! - **Log**: the [`EventStore`] trait and its backends in [`store`]: [`store::memory`] and,
+//!   with the `sqlite` feature, `store::sqlite`. Appends are atomic, idempotent per
+//!   `(stream, command id)` and return their [`Position`]s.
+//! - **Command side**: the [`Repository`] loads an aggregate, decides, appends and retries on
+//!   conflict.
+//! - **Testing**: with the `testing` feature, `testing` holds the backend conformance suite
+//!   and a given/when/then harness for aggregates.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `derive` (default) | `#[derive(Event)]`, `#[derive(Aggregate)]`, `#[keel::commands]` |
+//! | `sqlite` | the embedded SQLite event store |
+//! | `testing` | the conformance suite and the aggregate test harness |
+
+pub mod aggregate;
+pub mod envelope;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod partitioner;
+pub mod repository;
+pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use aggregate::{Aggregate, Apply, Command, Handle, IntoEvents};
+pub use envelope::{CommandMeta, Fingerprint, Metadata, NewEvent, RecordedEvent, Timestamp};
+pub use repository::{CommandOptions, Committed, CommittedEvent, Loaded, Repository, RetryPolicy};
+pub use store::{AppendRequest, Appended, EventStore, ExpectedVersion};
+pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event};
+pub use ids::{
+    Checkpoint, CommandId, IdError, Offset, Partition, Position, StreamId, StreamVersion, Topic,
+};
+
+#[cfg(feature = "derive")]
+pub use keel_macros::{Aggregate, Event, commands};
+
+/// What domain code needs, in one import: `use keel::prelude::*;`.
+pub mod prelude {
+    pub use crate::{Aggregate, Apply, Command, Event, Handle};
+    pub use schemars::JsonSchema;
+}

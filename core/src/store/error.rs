@@ -1,0 +1,170 @@
+//! The event store's error type.
+
+use crate::ids::{CommandId, IdError, Offset, Partition, StreamId, StreamVersion, Topic};
+use crate::store::ExpectedVersion;
+
+/// `Result` with the event store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why an event of an append was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidEvent {
+    /// The type name is empty, too long or holds a refused character.
+    #[error("bad event type name")]
+    TypeName(#[source] IdError),
+    /// The payload is over [`MAX_PAYLOAD_BYTES`](crate::limits::MAX_PAYLOAD_BYTES).
+    #[error("payload is {size} bytes, the limit is {max}")]
+    PayloadTooLarge {
+        /// The payload's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The metadata is over [`MAX_METADATA_BYTES`](crate::limits::MAX_METADATA_BYTES).
+    #[error("metadata is {size} bytes, the limit is {max}")]
+    MetadataTooLarge {
+        /// The metadata's serialised size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The schema version is 0; versions start at 1.
+    #[error("schema version 0; versions start at 1")]
+    SchemaVersionZero,
+}
+
+/// Why an event store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The stream is not at the expected version. Reload the stream and decide again.
+    #[error("conflict on stream {stream}: expected {expected}, stream is at version {actual}")]
+    Conflict {
+        /// The stream.
+        stream: StreamId,
+        /// What the append expected.
+        expected: ExpectedVersion,
+        /// The stream's actual version.
+        actual: StreamVersion,
+    },
+    /// This command id was committed on this stream with another fingerprint: a different
+    /// command reuses the id. Give the new command its own id.
+    #[error("command id {command_id} was already used on stream {stream} for a different command")]
+    CommandIdReused {
+        /// The stream.
+        stream: StreamId,
+        /// The reused command id.
+        command_id: CommandId,
+    },
+    /// The append holds no events. Nothing was written and no stream was created.
+    #[error("empty append to stream {stream}: an append needs at least one event")]
+    EmptyAppend {
+        /// The stream.
+        stream: StreamId,
+    },
+    /// The append holds more events than [`MAX_EVENTS_PER_APPEND`](crate::limits::MAX_EVENTS_PER_APPEND).
+    #[error("append to stream {stream} holds {count} events, the limit is {max}")]
+    TooManyEvents {
+        /// The stream.
+        stream: StreamId,
+        /// How many events.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// One event of the append is invalid; none was written.
+    #[error("event {index} ({event_type:?}) of the append to stream {stream} is invalid")]
+    InvalidEvent {
+        /// The stream.
+        stream: StreamId,
+        /// The event's index in the append, from 0.
+        index: usize,
+        /// Its type name (cut to 128 bytes).
+        event_type: String,
+        /// What is wrong with it.
+        #[source]
+        reason: InvalidEvent,
+    },
+    /// An identifier was refused.
+    #[error(transparent)]
+    InvalidId(IdError),
+    /// The topic exists with another partition count.
+    #[error("topic {topic} has {existing} partitions; it cannot be opened with {requested}")]
+    PartitionCount {
+        /// The topic.
+        topic: Topic,
+        /// Its stored partition count.
+        existing: u32,
+        /// The count asked for.
+        requested: u32,
+    },
+    /// A partition count of 0 or above [`MAX_PARTITIONS`](crate::limits::MAX_PARTITIONS).
+    #[error("topic {topic} cannot have {requested} partitions (1 to {max})")]
+    BadPartitionCount {
+        /// The topic.
+        topic: Topic,
+        /// The count asked for.
+        requested: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The topic does not exist.
+    #[error("topic {topic} does not exist")]
+    UnknownTopic {
+        /// The topic.
+        topic: Topic,
+    },
+    /// The partition is outside the topic's range.
+    #[error("topic {topic} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        /// The topic.
+        topic: Topic,
+        /// The partition asked for.
+        partition: Partition,
+        /// How many the topic has.
+        partitions: u32,
+    },
+    /// A stored record's envelope is damaged (a column that does not parse).
+    #[error("damaged record at topic {topic} partition {partition} offset {offset}: {detail}")]
+    Corrupt {
+        /// The topic.
+        topic: Topic,
+        /// The partition.
+        partition: Partition,
+        /// The offset.
+        offset: Offset,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The store's writer has stopped (the store was closed or its task failed).
+    #[error("the event store is closed")]
+    Closed,
+    /// The backend failed.
+    #[error("{operation} failed")]
+    Backend {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// A backend failure during `operation`.
+    pub fn backend(
+        operation: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            operation,
+            source: source.into(),
+        }
+    }
+
+    /// Whether retrying the same append after reloading may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}

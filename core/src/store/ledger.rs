@@ -1,0 +1,129 @@
+//! The decision every backend makes for an append, written once: replay a committed command,
+//! refuse a conflict, or place the events (partition, versions, offsets).
+//!
+//! A backend fills a [`Ledger`] with what it knows (the memory store: everything; the SQLite
+//! writer: what one batch touches, read inside the batch's transaction), then asks it to
+//! [`decide`](Ledger::decide) each request in order. Each decision updates the ledger, so a
+//! later request in the same batch sees the earlier ones.
+
+use std::collections::HashMap;
+
+use crate::envelope::Fingerprint;
+use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
+use crate::store::{AppendRequest, Appended, CommandRecord, Error, Result, validate};
+
+/// What to do with one append.
+#[derive(Debug)]
+pub(crate) enum Decision {
+    /// The command id was committed before: answer with the first result.
+    Replay(Appended),
+    /// Write the events where this says; `new_topic` is set when the topic must be created
+    /// with that partition count.
+    Write {
+        appended: Appended,
+        #[cfg_attr(
+            not(feature = "sqlite"),
+            expect(dead_code, reason = "only the SQLite writer creates topics in a batch")
+        )]
+        new_topic: Option<u32>,
+    },
+}
+
+/// What a backend knows about streams, commands, topics and partition heads.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// Current version per stream; absent means 0.
+    pub(crate) streams: HashMap<StreamId, StreamVersion>,
+    /// Committed commands; absent means never committed.
+    pub(crate) commands: HashMap<(StreamId, CommandId), CommandRecord>,
+    /// Partition count per topic; absent means the topic does not exist yet.
+    pub(crate) topics: HashMap<Topic, u32>,
+    /// Next offset per partition; absent means 0.
+    pub(crate) heads: HashMap<(Topic, Partition), Offset>,
+    /// The partition count of topics created by an append.
+    pub(crate) default_partitions: u32,
+}
+
+impl Ledger {
+    pub(crate) fn new(default_partitions: u32) -> Self {
+        Self {
+            default_partitions,
+            ..Self::default()
+        }
+    }
+
+    /// Decides one append and, when it is to be written, records its effects.
+    ///
+    /// The request must already have passed [`validate::check_append`].
+    pub(crate) fn decide(&mut self, request: &AppendRequest) -> Result<Decision> {
+        let stream = &request.stream;
+        if let Some(command) = &request.command {
+            if let Some(record) = self.commands.get(&(stream.clone(), command.id.clone())) {
+                return replay(stream, &command.id, command.fingerprint, record);
+            }
+        }
+        let actual = self.streams.get(stream).copied().unwrap_or_default();
+        if !request.expected.admits(actual) {
+            return Err(Error::Conflict {
+                stream: stream.clone(),
+                expected: request.expected,
+                actual,
+            });
+        }
+        let topic = stream.topic();
+        let (partitions, new_topic) = match self.topics.get(topic) {
+            Some(&n) => (n, None),
+            None => {
+                validate::check_partitions(topic, self.default_partitions)?;
+                self.topics.insert(topic.clone(), self.default_partitions);
+                (self.default_partitions, Some(self.default_partitions))
+            }
+        };
+        let partition = validate::partition_of(stream, partitions);
+        let head = self
+            .heads
+            .entry((topic.clone(), partition))
+            .or_insert(Offset(0));
+        let first = head.0;
+        let count = request.events.len() as u64;
+        head.0 += count;
+        let appended = Appended {
+            stream: stream.clone(),
+            partition,
+            first_version: actual.next(),
+            offsets: (first..first + count).map(Offset).collect(),
+            replayed: false,
+        };
+        self.streams
+            .insert(stream.clone(), StreamVersion(actual.0 + count));
+        if let Some(command) = &request.command {
+            self.commands.insert(
+                (stream.clone(), command.id.clone()),
+                CommandRecord {
+                    fingerprint: command.fingerprint,
+                    appended: appended.clone(),
+                },
+            );
+        }
+        Ok(Decision::Write {
+            appended,
+            new_topic,
+        })
+    }
+}
+
+fn replay(
+    stream: &StreamId,
+    id: &CommandId,
+    fingerprint: Fingerprint,
+    record: &CommandRecord,
+) -> Result<Decision> {
+    if record.fingerprint == fingerprint {
+        Ok(Decision::Replay(record.appended.clone().into_replayed()))
+    } else {
+        Err(Error::CommandIdReused {
+            stream: stream.clone(),
+            command_id: id.clone(),
+        })
+    }
+}

@@ -1,0 +1,66 @@
+-- Keel's SQLite event store, schema version 1. Every statement is idempotent.
+
+CREATE TABLE IF NOT EXISTS keel_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+INSERT OR IGNORE INTO keel_meta (key, value) VALUES ('schema_version', '1');
+
+-- A topic and its partition count, fixed at creation.
+CREATE TABLE IF NOT EXISTS keel_topics (
+    topic      TEXT PRIMARY KEY,
+    partitions INTEGER NOT NULL CHECK (partitions > 0)
+) WITHOUT ROWID;
+
+-- The next offset of each partition that has records. Only the writer advances it, inside the
+-- transaction that inserts the records, so offsets are dense and in commit order.
+CREATE TABLE IF NOT EXISTS keel_partitions (
+    topic       TEXT NOT NULL,
+    part        INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, part)
+) WITHOUT ROWID;
+
+-- The log. The stream index doubles as a guard: a version is never written twice.
+CREATE TABLE IF NOT EXISTS keel_events (
+    topic          TEXT NOT NULL,
+    part           INTEGER NOT NULL,
+    log_offset     INTEGER NOT NULL,
+    stream_id      TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    event_type     TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    payload        BLOB NOT NULL,
+    event_id       BLOB NOT NULL,
+    command_id     TEXT,
+    correlation_id BLOB,
+    causation_id   BLOB,
+    timestamp      INTEGER NOT NULL,
+    metadata       TEXT,
+    PRIMARY KEY (topic, part, log_offset)
+) WITHOUT ROWID;
+
+CREATE UNIQUE INDEX IF NOT EXISTS keel_events_by_stream ON keel_events (topic, stream_id, version);
+
+-- Each stream's current version and partition.
+CREATE TABLE IF NOT EXISTS keel_streams (
+    topic     TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    version   INTEGER NOT NULL,
+    part      INTEGER NOT NULL,
+    PRIMARY KEY (topic, stream_id)
+) WITHOUT ROWID;
+
+-- Committed command ids per stream, with what they wrote: the idempotency record.
+CREATE TABLE IF NOT EXISTS keel_commands (
+    topic         TEXT NOT NULL,
+    stream_id     TEXT NOT NULL,
+    command_id    TEXT NOT NULL,
+    fingerprint   BLOB NOT NULL,
+    part          INTEGER NOT NULL,
+    first_version INTEGER NOT NULL,
+    first_offset  INTEGER NOT NULL,
+    count         INTEGER NOT NULL,
+    PRIMARY KEY (topic, stream_id, command_id)
+) WITHOUT ROWID;

@@ -1,0 +1,286 @@
+//! `#[derive(Aggregate)]`: the kind, event and error types of an aggregate's state.
+//!
+//! ```text
+//! #[derive(Aggregate, Default)]
+//! #[aggregate(kind = "account", event = AccountEvent, error = AccountError)]
+//! struct Account { balance: u64 }
+//! ```
+//!
+//! expands to an `impl ::keel::Aggregate` whose `apply_event` forwards to the user's
+//! `impl Apply<AccountEvent> for Account`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Attribute, Data, DeriveInput, Ident, LitStr, Type};
+
+use crate::attr;
+use crate::errors::Errors;
+use crate::valid;
+
+/// Expands `#[derive(Aggregate)]`.
+///
+/// # Errors
+///
+/// Every problem with the input at once. When enough is known to write the impl (the event and
+/// error types), the errors come back inside `Ok` with it, so code using the aggregate sees one
+/// error, not one per use.
+pub(crate) fn derive(input: TokenStream) -> syn::Result<TokenStream> {
+    let input: DeriveInput = syn::parse2(input)?;
+    let mut errors = Errors::default();
+    let model = parse(&input, &mut errors);
+    match (errors.into_error(), model) {
+        (None, Some(model)) => Ok(expand(&model)),
+        (Some(error), Some(model)) if input.generics.params.is_empty() => {
+            let mut tokens = error.into_compile_error();
+            tokens.extend(expand(&model));
+            Ok(tokens)
+        }
+        (Some(error), _) => Err(error),
+        // `parse` gives no model only after recording why.
+        (None, None) => Err(syn::Error::new_spanned(&input.ident, "invalid aggregate")),
+    }
+}
+
+/// What the impl needs. The kind may be invalid when the model serves as a fallback.
+struct AggregateModel<'a> {
+    ident: &'a Ident,
+    kind: LitStr,
+    event: Type,
+    error: Type,
+}
+
+/// `#[aggregate(...)]`, merged over every such attribute.
+#[derive(Default)]
+struct AggregateAttr {
+    kind: Option<LitStr>,
+    event: Option<Type>,
+    error: Option<Type>,
+}
+
+const EXPECTED_KEYS: &str = "`kind`, `event` or `error`";
+
+fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateModel<'a>> {
+    match &input.data {
+        Data::Struct(data) => {
+            for field in &data.fields {
+                attr::reject(
+                    &field.attrs,
+                    "aggregate",
+                    "`#[aggregate(...)]` goes on the struct, not on a field",
+                    errors,
+                );
+            }
+        }
+        Data::Enum(data) => errors.spanned(data.enum_token, ONLY_STRUCTS),
+        Data::Union(data) => errors.spanned(data.union_token, ONLY_STRUCTS),
+    }
+    if !input.generics.params.is_empty() || input.generics.where_clause.is_some() {
+        errors.spanned(
+            &input.generics,
+            "generic aggregates are not supported: an aggregate kind names one concrete type",
+        );
+    }
+    let attrs: Vec<&Attribute> = input
+        .attrs
+        .iter()
+        .filter(|attr| attr.path().is_ident("aggregate"))
+        .collect();
+    let Some(first) = attrs.first() else {
+        errors.spanned(
+            &input.ident,
+            "`#[derive(Aggregate)]` needs `#[aggregate(kind = \"...\", event = ..., error = ...)]` \
+             on the struct",
+        );
+        return None;
+    };
+    let parsed = aggregate_attr(&attrs, errors);
+    let kind = if let Some(kind) = parsed.kind {
+        if let Err(message) = valid::aggregate_kind(&kind.value()) {
+            errors.spanned(&kind, message);
+        }
+        kind
+    } else {
+        errors.spanned(
+            first,
+            "missing `kind` in `#[aggregate(...)]`: the name of the aggregate's streams and \
+             topic, such as `kind = \"account\"`",
+        );
+        LitStr::new("", input.ident.span())
+    };
+    if parsed.event.is_none() {
+        errors.spanned(
+            first,
+            "missing `event` in `#[aggregate(...)]`: the enum of the events this aggregate \
+             records, such as `event = AccountEvent`",
+        );
+    }
+    if parsed.error.is_none() {
+        errors.spanned(
+            first,
+            "missing `error` in `#[aggregate(...)]`: why its commands are rejected, such as \
+             `error = AccountError`",
+        );
+    }
+    Some(AggregateModel {
+        ident: &input.ident,
+        kind,
+        event: parsed.event?,
+        error: parsed.error?,
+    })
+}
+
+const ONLY_STRUCTS: &str = "`Aggregate` can only be derived for structs: the aggregate's state";
+
+fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
+    let mut parsed = AggregateAttr::default();
+    for attr in attrs {
+        let result = attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("kind") {
+                if let Some(kind) = errors.ok(attr::lit_str(&meta)) {
+                    attr::set_once(&mut parsed.kind, kind, &meta, "aggregate", errors);
+                }
+            } else if meta.path.is_ident("event") {
+                let ty: Type = meta.value()?.parse()?;
+                attr::set_once(&mut parsed.event, ty, &meta, "aggregate", errors);
+            } else if meta.path.is_ident("error") {
+                let ty: Type = meta.value()?.parse()?;
+                attr::set_once(&mut parsed.error, ty, &meta, "aggregate", errors);
+            } else {
+                attr::unknown_key(&meta, "aggregate", EXPECTED_KEYS, errors)?;
+            }
+            Ok(())
+        });
+        errors.ok(result);
+    }
+    parsed
+}
+
+fn expand(model: &AggregateModel<'_>) -> TokenStream {
+    let AggregateModel {
+        ident,
+        kind,
+        event,
+        error,
+    } = model;
+    // A missing `Default` (the supertrait) is reported at the struct's name, a missing
+    // `Apply<Event>` impl at the `event = ...` type.
+    let header = quote_spanned! {ident.span()=> impl ::keel::Aggregate for #ident };
+    let apply = quote_spanned! {event.span()=>
+        <Self as ::keel::Apply<#event>>::apply(self, __event)
+    };
+    quote! {
+        #[automatically_derived]
+        #header {
+            const KIND: &'static ::core::primitive::str = #kind;
+            type Event = #event;
+            type Error = #error;
+
+            fn apply_event(&mut self, __event: &Self::Event) {
+                #apply
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    fn errors(input: TokenStream) -> Vec<String> {
+        crate::errors::messages(derive(input))
+    }
+
+    #[test]
+    fn expands_to_the_impl() {
+        let out = derive(quote! {
+            #[derive(Default)]
+            #[aggregate(kind = "account", event = AccountEvent, error = AccountError)]
+            pub struct Account { balance: u64 }
+        })
+        .expect("expands");
+        let expected = quote! {
+            #[automatically_derived]
+            impl ::keel::Aggregate for Account {
+                const KIND: &'static ::core::primitive::str = "account";
+                type Event = AccountEvent;
+                type Error = AccountError;
+
+                fn apply_event(&mut self, __event: &Self::Event) {
+                    <Self as ::keel::Apply<AccountEvent>>::apply(self, __event)
+                }
+            }
+        };
+        assert_eq!(out.to_string(), expected.to_string());
+    }
+
+    #[test]
+    fn keys_may_be_split_over_attributes() {
+        let out = derive(quote! {
+            #[aggregate(kind = "a.b")]
+            #[aggregate(event = crate::E, error = Box<dyn std::error::Error + Send + Sync>)]
+            struct A;
+        })
+        .expect("expands")
+        .to_string();
+        assert!(out.contains("type Error = Box < dyn std :: error :: Error + Send + Sync > ;"));
+    }
+
+    #[test]
+    fn a_missing_attribute_or_key_is_named() {
+        assert_eq!(
+            errors(quote!(struct A;)),
+            ["`#[derive(Aggregate)]` needs `#[aggregate(kind = \"...\", event = ..., error = ...)]` on the struct"]
+        );
+        let found = errors(quote!(#[aggregate()] struct A;));
+        assert_eq!(found.len(), 3);
+        assert!(found[0].starts_with("missing `kind`"));
+        assert!(found[1].starts_with("missing `event`"));
+        assert!(found[2].starts_with("missing `error`"));
+    }
+
+    #[test]
+    fn a_bad_kind_still_yields_the_impl() {
+        let tokens = derive(quote! {
+            #[aggregate(kind = "bank account", event = E, error = Err)]
+            struct A;
+        })
+        .expect("a fallback");
+        assert!(tokens.to_string().contains("impl :: keel :: Aggregate for A"));
+        assert_eq!(
+            crate::errors::messages(Ok(tokens)),
+            ["the aggregate kind `bank account` contains ' ': only ASCII letters, digits, `-`, `_` and `.` are allowed"]
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let found = errors(quote! {
+            #[aggregate(kind = 7, event = E, colour = "red", event = F)]
+            enum A<'a> { X(&'a u8) }
+        });
+        assert_eq!(
+            found,
+            [
+                "`Aggregate` can only be derived for structs: the aggregate's state",
+                "generic aggregates are not supported: an aggregate kind names one concrete type",
+                "expected a string literal: `kind = \"...\"`",
+                "unknown key `colour` in `#[aggregate(...)]`; expected `kind`, `event` or `error`",
+                "duplicate key `event` in `#[aggregate(...)]`",
+                "missing `kind` in `#[aggregate(...)]`: the name of the aggregate's streams and topic, such as `kind = \"account\"`",
+                "missing `error` in `#[aggregate(...)]`: why its commands are rejected, such as `error = AccountError`",
+            ]
+        );
+    }
+
+    #[test]
+    fn field_attributes_are_refused() {
+        let found = errors(quote! {
+            #[aggregate(kind = "a", event = E, error = Err)]
+            struct A { #[aggregate(kind = "b")] x: u8 }
+        });
+        assert_eq!(found, ["`#[aggregate(...)]` goes on the struct, not on a field"]);
+    }
+}

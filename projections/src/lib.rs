@@ -1,0 +1,1 @@
+//! Query-side projections for keel (work in progress: see the projections issue).

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, and every test (unit, integration, UI, doc).
+# Installs nothing by hand-off: everything the tests need comes from Cargo (SQLite is bundled
+# by sqlx). Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "scripts/test.sh: cargo is not on PATH; install Rust (rustup) first" >&2
+    exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+echo "==> cargo fmt --check"
+cargo fmt --all --check
+
+echo "==> cargo clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+echo "==> cargo test (unit, integration, UI and doc tests)"
+cargo test --workspace --all-features --locked
+
+echo "==> all checks passed"
