@@ -1,1 +1,1 @@
-//! Criterion benches for keel; see `benches/`.
+//! Criterion benches for keel live in `benches/`; this library is empty.

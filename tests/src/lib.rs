@@ -1,1 +1,19 @@
-//! Shared test utilities.
+//! Cross-crate integration tests for keel: backend conformance, crash and fault tests, and
+//! the README's and the book's code, compiled and run as doc tests.
+
+#[doc = include_str!("../../README.md")]
+pub mod readme {}
+
+/// The book's chapters; their Rust snippets run as doc tests.
+pub mod book {
+    #[doc = include_str!("../../book/src/domain.md")]
+    pub mod domain {}
+    #[doc = include_str!("../../book/src/event-store.md")]
+    pub mod event_store {}
+    #[doc = include_str!("../../book/src/sqlite.md")]
+    pub mod sqlite {}
+    #[doc = include_str!("../../book/src/commands.md")]
+    pub mod commands {}
+    #[doc = include_str!("../../book/src/testing.md")]
+    pub mod testing {}
+}
