@@ -2,6 +2,10 @@
 //! 64 concurrent writers (group commit on SQLite).
 //!
 //! `cargo bench -p keel-benches --bench appends`
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +22,17 @@ fn request(n: u64) -> AppendRequest {
     AppendRequest::new(stream, ExpectedVersion::Any, vec![event])
 }
 
-fn bench_store<S: EventStore>(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, store: Arc<S>) {
+fn bench_store<S: EventStore>(
+    c: &mut Criterion,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    store: Arc<S>,
+) {
     let counter = Arc::new(AtomicU64::new(0));
     let mut group = c.benchmark_group(format!("append/{name}"));
-    group.measurement_time(Duration::from_secs(8)).sample_size(20);
+    group
+        .measurement_time(Duration::from_secs(8))
+        .sample_size(20);
     group.throughput(Throughput::Elements(1));
     group.bench_function("1_writer", |b| {
         b.to_async(rt).iter(|| {

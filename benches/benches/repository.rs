@@ -2,6 +2,10 @@
 //! `Account`, and aggregate load time by stream length.
 //!
 //! `cargo bench -p keel-benches --bench repository`
+#![expect(
+    missing_docs,
+    reason = "criterion_group! generates an undocumented function"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +24,10 @@ fn setup<S: EventStore>(rt: &tokio::runtime::Runtime, repo: &Repository<Account,
         for i in 0..ACCOUNTS {
             repo.execute(
                 &format!("acc-{i}"),
-                AccountCommand::Open { owner: format!("owner {i}"), overdraft_limit: 0 },
+                AccountCommand::Open {
+                    owner: format!("owner {i}"),
+                    overdraft_limit: 0,
+                },
             )
             .await
             .expect("open");
@@ -28,21 +35,31 @@ fn setup<S: EventStore>(rt: &tokio::runtime::Runtime, repo: &Repository<Account,
     });
 }
 
-fn bench_repo<S: EventStore>(c: &mut Criterion, name: &str, rt: &tokio::runtime::Runtime, store: Arc<S>) {
+fn bench_repo<S: EventStore>(
+    c: &mut Criterion,
+    name: &str,
+    rt: &tokio::runtime::Runtime,
+    store: Arc<S>,
+) {
     let repo = Repository::<Account, S>::new(store);
     setup(rt, &repo);
     let counter = Arc::new(AtomicU64::new(0));
     let mut group = c.benchmark_group(format!("command/{name}"));
-    group.measurement_time(Duration::from_secs(8)).sample_size(20);
+    group
+        .measurement_time(Duration::from_secs(8))
+        .sample_size(20);
     group.throughput(Throughput::Elements(1));
     group.bench_function("1_task", |b| {
         b.to_async(rt).iter(|| {
             let (repo, counter) = (repo.clone(), Arc::clone(&counter));
             async move {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                repo.execute(&format!("acc-{}", n % ACCOUNTS), AccountCommand::Deposit { amount: 1 })
-                    .await
-                    .expect("deposit");
+                repo.execute(
+                    &format!("acc-{}", n % ACCOUNTS),
+                    AccountCommand::Deposit { amount: 1 },
+                )
+                .await
+                .expect("deposit");
             }
         });
     });
@@ -55,8 +72,11 @@ fn bench_repo<S: EventStore>(c: &mut Criterion, name: &str, rt: &tokio::runtime:
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let repo = repo.clone();
                     async move {
-                        repo.execute(&format!("acc-{}", n % ACCOUNTS), AccountCommand::Deposit { amount: 1 })
-                            .await
+                        repo.execute(
+                            &format!("acc-{}", n % ACCOUNTS),
+                            AccountCommand::Deposit { amount: 1 },
+                        )
+                        .await
                     }
                 });
                 for r in futures::future::join_all(commands).await {
@@ -68,20 +88,31 @@ fn bench_repo<S: EventStore>(c: &mut Criterion, name: &str, rt: &tokio::runtime:
     group.finish();
 
     let mut group = c.benchmark_group(format!("load/{name}"));
-    group.measurement_time(Duration::from_secs(5)).sample_size(20);
+    group
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(20);
     for events in [10u64, 100, 1_000] {
         let id = format!("long-{events}");
         rt.block_on(async {
-            repo.execute(&id, AccountCommand::Open { owner: "long".into(), overdraft_limit: 0 })
-                .await
-                .expect("open");
+            repo.execute(
+                &id,
+                AccountCommand::Open {
+                    owner: "long".into(),
+                    overdraft_limit: 0,
+                },
+            )
+            .await
+            .expect("open");
             for _ in 1..events {
-                repo.execute(&id, AccountCommand::Deposit { amount: 1 }).await.expect("deposit");
+                repo.execute(&id, AccountCommand::Deposit { amount: 1 })
+                    .await
+                    .expect("deposit");
             }
         });
         group.throughput(Throughput::Elements(events));
         group.bench_with_input(BenchmarkId::new("events", events), &id, |b, id| {
-            b.to_async(rt).iter(|| async { repo.load(id).await.expect("load") });
+            b.to_async(rt)
+                .iter(|| async { repo.load(id).await.expect("load") });
         });
     }
     group.finish();

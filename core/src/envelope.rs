@@ -203,8 +203,7 @@ impl RecordedEvent {
     /// [`DecodeError`] naming topic, partition, offset, stream, version and type when the
     /// type is unknown or the payload does not decode.
     pub fn decode<E: Event>(&self) -> Result<E, DecodeError> {
-        E::decode(&self.event_type, self.schema_version, &self.payload).map_err(|e| {
-            e.at(self.position.clone(), self.stream.clone(), self.version)
-        })
+        E::decode(&self.event_type, self.schema_version, &self.payload)
+            .map_err(|e| e.at(self.position.clone(), self.stream.clone(), self.version))
     }
 }

@@ -326,7 +326,13 @@ mod tests {
 
     #[test]
     fn bad_payloads_are_errors_not_panics() {
-        for payload in [&b"{"[..], b"[1]", b"{\"a\":\"x\"}", b"\xff", b"{\"a\":1} trailing"] {
+        for payload in [
+            &b"{"[..],
+            b"[1]",
+            b"{\"a\":\"x\"}",
+            b"\xff",
+            b"{\"a\":1} trailing",
+        ] {
             let r: Result<Sample, _> = decode_variant("Struct", "Struct", 1, payload);
             let err = r.expect_err("must not decode");
             assert!(matches!(err.kind, DecodeErrorKind::Payload(_)), "{err}");

@@ -455,7 +455,11 @@ mod tests {
         ));
         assert!(matches!(
             StreamId::new("account", "a'b"),
-            Err(IdError::BadCharacter { found: '\'', at: 1, .. })
+            Err(IdError::BadCharacter {
+                found: '\'',
+                at: 1,
+                ..
+            })
         ));
         assert!(matches!(
             StreamId::new("account", "x".repeat(limits::MAX_ID_BYTES + 1)),

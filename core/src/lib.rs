@@ -38,12 +38,12 @@ pub mod __private;
 
 pub use aggregate::{Aggregate, Apply, Command, Handle, IntoEvents};
 pub use envelope::{CommandMeta, Fingerprint, Metadata, NewEvent, RecordedEvent, Timestamp};
-pub use repository::{CommandOptions, Committed, CommittedEvent, Loaded, Repository, RetryPolicy};
-pub use store::{AppendRequest, Appended, EventStore, ExpectedVersion};
 pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event};
 pub use ids::{
     Checkpoint, CommandId, IdError, Offset, Partition, Position, StreamId, StreamVersion, Topic,
 };
+pub use repository::{CommandOptions, Committed, CommittedEvent, Loaded, Repository, RetryPolicy};
+pub use store::{AppendRequest, Appended, EventStore, ExpectedVersion};
 
 #[cfg(feature = "derive")]
 pub use keel_macros::{Aggregate, Event, commands};

@@ -15,7 +15,10 @@ pub fn murmur2(data: &[u8]) -> i32 {
     const R: u32 = 24;
 
     let length = data.len();
-    #[expect(clippy::cast_possible_truncation, reason = "Kafka hashes the length as a 32-bit int")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "Kafka hashes the length as a 32-bit int"
+    )]
     let mut h: u32 = SEED ^ (length as u32);
     let mut chunks = data.chunks_exact(4);
     for chunk in &mut chunks {
@@ -40,7 +43,10 @@ pub fn murmur2(data: &[u8]) -> i32 {
     h ^= h >> 13;
     h = h.wrapping_mul(M);
     h ^= h >> 15;
-    #[expect(clippy::cast_possible_wrap, reason = "Kafka's murmur2 returns a signed int")]
+    #[expect(
+        clippy::cast_possible_wrap,
+        reason = "Kafka's murmur2 returns a signed int"
+    )]
     let signed = h as i32;
     signed
 }
@@ -79,8 +85,16 @@ mod tests {
     fn murmur2_matches_kafkas_java_client() {
         for &(key, hash, of6, of8) in CASES {
             assert_eq!(murmur2(key.as_bytes()), hash, "murmur2({key:?})");
-            assert_eq!(partition_for(key.as_bytes(), 6), Partition(of6), "{key:?} of 6");
-            assert_eq!(partition_for(key.as_bytes(), 8), Partition(of8), "{key:?} of 8");
+            assert_eq!(
+                partition_for(key.as_bytes(), 6),
+                Partition(of6),
+                "{key:?} of 6"
+            );
+            assert_eq!(
+                partition_for(key.as_bytes(), 8),
+                Partition(of8),
+                "{key:?} of 8"
+            );
         }
     }
 }

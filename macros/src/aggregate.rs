@@ -10,7 +10,7 @@
 //! `impl Apply<AccountEvent> for Account`.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned};
+use quote::quote_spanned;
 use syn::spanned::Spanned;
 use syn::{Attribute, Data, DeriveInput, Ident, LitStr, Type};
 
@@ -163,22 +163,24 @@ fn expand(model: &AggregateModel<'_>) -> TokenStream {
         event,
         error,
     } = model;
-    // A missing `Default` (the supertrait) is reported at the struct's name, a missing
-    // `Apply<Event>` impl at the `event = ...` type.
-    let header = quote_spanned! {ident.span()=> impl ::keel::Aggregate for #ident };
+    // A missing `Apply<Event>` impl is reported at the `event = ...` type, a missing `Default`
+    // (the supertrait) once, at the struct's name: the rest of the impl carries its span.
     let apply = quote_spanned! {event.span()=>
         <Self as ::keel::Apply<#event>>::apply(self, __event)
     };
-    quote! {
-        #[automatically_derived]
-        #header {
-            const KIND: &'static ::core::primitive::str = #kind;
-            type Event = #event;
-            type Error = #error;
+    let body = quote_spanned! {ident.span()=>
+        const KIND: &'static ::core::primitive::str = #kind;
+        type Event = #event;
+        type Error = #error;
 
-            fn apply_event(&mut self, __event: &Self::Event) {
-                #apply
-            }
+        fn apply_event(&mut self, __event: &Self::Event) {
+            #apply
+        }
+    };
+    quote_spanned! {ident.span()=>
+        #[automatically_derived]
+        impl ::keel::Aggregate for #ident {
+            #body
         }
     }
 }
@@ -231,10 +233,17 @@ mod tests {
     #[test]
     fn a_missing_attribute_or_key_is_named() {
         assert_eq!(
-            errors(quote!(struct A;)),
-            ["`#[derive(Aggregate)]` needs `#[aggregate(kind = \"...\", event = ..., error = ...)]` on the struct"]
+            errors(quote!(
+                struct A;
+            )),
+            [
+                "`#[derive(Aggregate)]` needs `#[aggregate(kind = \"...\", event = ..., error = ...)]` on the struct"
+            ]
         );
-        let found = errors(quote!(#[aggregate()] struct A;));
+        let found = errors(quote!(
+            #[aggregate()]
+            struct A;
+        ));
         assert_eq!(found.len(), 3);
         assert!(found[0].starts_with("missing `kind`"));
         assert!(found[1].starts_with("missing `event`"));
@@ -248,10 +257,16 @@ mod tests {
             struct A;
         })
         .expect("a fallback");
-        assert!(tokens.to_string().contains("impl :: keel :: Aggregate for A"));
+        assert!(
+            tokens
+                .to_string()
+                .contains("impl :: keel :: Aggregate for A")
+        );
         assert_eq!(
             crate::errors::messages(Ok(tokens)),
-            ["the aggregate kind `bank account` contains ' ': only ASCII letters, digits, `-`, `_` and `.` are allowed"]
+            [
+                "the aggregate kind `bank account` contains ' ': only ASCII letters, digits, `-`, `_` and `.` are allowed"
+            ]
         );
     }
 
@@ -281,6 +296,9 @@ mod tests {
             #[aggregate(kind = "a", event = E, error = Err)]
             struct A { #[aggregate(kind = "b")] x: u8 }
         });
-        assert_eq!(found, ["`#[aggregate(...)]` goes on the struct, not on a field"]);
+        assert_eq!(
+            found,
+            ["`#[aggregate(...)]` goes on the struct, not on a field"]
+        );
     }
 }

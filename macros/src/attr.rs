@@ -163,23 +163,47 @@ pub(crate) fn serde_enum(attrs: &[Attribute]) -> SerdeEnum {
     serde
 }
 
-/// The name serde deserialises a variant under when `#[serde(rename = "...")]` (or its
-/// deserialize side) is on it. Lenient, as [`serde_enum`].
-pub(crate) fn serde_rename(attrs: &[Attribute]) -> Option<LitStr> {
-    let mut rename = None;
+/// The `#[serde(...)]` keys on an event variant the Event derive must honour.
+#[derive(Default)]
+pub(crate) struct SerdeVariant {
+    /// The name serde deserialises the variant under, from `rename = "..."` (or its
+    /// deserialize side).
+    pub(crate) rename: Option<LitStr>,
+    /// One error per `untagged` or `skip*` key, at its tokens: an event variant must be stored
+    /// as its content and read back.
+    pub(crate) refused: Vec<syn::Error>,
+}
+
+/// Reads a variant's `#[serde(...)]` attributes. Lenient, as [`serde_enum`].
+pub(crate) fn serde_variant(attrs: &[Attribute]) -> SerdeVariant {
+    let mut serde = SerdeVariant::default();
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("serde")) {
         let _malformed = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("rename") {
                 if let Some(name) = deserialize_side(&meta)? {
-                    rename = Some(name);
+                    serde.rename = Some(name);
                 }
+            } else if meta.path.is_ident("untagged") {
+                serde.refused.push(meta.error(
+                    "events use serde's default externally tagged representation: remove \
+                     `untagged`",
+                ));
+            } else if ["skip", "skip_serializing", "skip_deserializing"]
+                .iter()
+                .any(|key| meta.path.is_ident(key))
+            {
+                skip_value(&meta)?;
+                serde.refused.push(meta.error(format_args!(
+                    "every event must be stored and read back: remove `{}`",
+                    key(&meta)
+                )));
             } else {
                 skip_value(&meta)?;
             }
             Ok(())
         });
     }
-    rename
+    serde
 }
 
 /// `key = "x"` or `key(serialize = "y", deserialize = "x")`: the `"x"`, if given.
@@ -299,20 +323,49 @@ mod tests {
 
     #[test]
     fn variant_renames_take_the_deserialize_side() {
-        let rename = |attr: Attribute| serde_rename(&[attr]).map(|lit| lit.value());
-        assert_eq!(rename(parse_quote!(#[serde(rename = "x")])).as_deref(), Some("x"));
+        let rename = |attr: Attribute| serde_variant(&[attr]).rename.map(|lit| lit.value());
+        assert_eq!(
+            rename(parse_quote!(#[serde(rename = "x")])).as_deref(),
+            Some("x")
+        );
         assert_eq!(
             rename(parse_quote!(#[serde(alias = "z", rename(serialize = "s", deserialize = "d"))]))
                 .as_deref(),
             Some("d")
         );
-        assert_eq!(rename(parse_quote!(#[serde(rename(serialize = "s"))])), None);
-        assert_eq!(rename(parse_quote!(#[serde(skip)])), None);
+        assert_eq!(
+            rename(parse_quote!(#[serde(rename(serialize = "s"))])),
+            None
+        );
+        assert_eq!(rename(parse_quote!(#[serde(with = "m")])), None);
+    }
+
+    #[test]
+    fn variants_that_cannot_round_trip_are_refused() {
+        let attrs: Vec<Attribute> = vec![
+            parse_quote!(#[serde(untagged, alias = "x")]),
+            parse_quote!(#[serde(skip_serializing_if = "f", skip)]),
+            parse_quote!(#[serde(skip_deserializing, rename = "y")]),
+        ];
+        let serde = serde_variant(&attrs);
+        assert_eq!(serde.rename.map(|lit| lit.value()).as_deref(), Some("y"));
+        let errors: Vec<String> = serde.refused.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errors,
+            [
+                "events use serde's default externally tagged representation: remove `untagged`",
+                "every event must be stored and read back: remove `skip`",
+                "every event must be stored and read back: remove `skip_deserializing`",
+            ]
+        );
     }
 
     #[test]
     fn helper_attributes_out_of_place_are_rejected() {
-        let attrs: Vec<Attribute> = vec![parse_quote!(#[doc = "x"]), parse_quote!(#[event(name = "x")])];
+        let attrs: Vec<Attribute> = vec![
+            parse_quote!(#[doc = "x"]),
+            parse_quote!(#[event(name = "x")]),
+        ];
         let mut errors = Errors::default();
         reject(&attrs, "event", "not here", &mut errors);
         assert_eq!(messages(errors), ["not here"]);

@@ -81,7 +81,10 @@ mod tests {
             ("SCREAMING-KEBAB-CASE", "OPENED-ACCOUNT"),
         ];
         for (rule, expected) in cases {
-            assert_eq!(rename_variant(rule, "OpenedAccount").as_deref(), Some(expected));
+            assert_eq!(
+                rename_variant(rule, "OpenedAccount").as_deref(),
+                Some(expected)
+            );
         }
         assert_eq!(rename_variant("Title Case", "Opened"), None);
         assert_eq!(rename_variant("camelCase", "").as_deref(), Some(""));

@@ -25,6 +25,13 @@ impl Errors {
         self.push(syn::Error::new_spanned(tokens, message));
     }
 
+    /// Records every error of `other`.
+    pub(crate) fn append(&mut self, other: Errors) {
+        if let Some(error) = other.combined {
+            self.push(error);
+        }
+    }
+
     /// Records the error of `result`, if any, and passes its value on.
     pub(crate) fn ok<T>(&mut self, result: syn::Result<T>) -> Option<T> {
         result.map_err(|error| self.push(error)).ok()
@@ -52,10 +59,10 @@ pub(crate) fn messages(expansion: syn::Result<proc_macro2::TokenStream>) -> Vec<
         for (i, tree) in trees.iter().enumerate() {
             match tree {
                 TokenTree::Ident(ident) if ident == "compile_error" => {
-                    if let Some(TokenTree::Group(args)) = trees.get(i + 2) {
-                        if let Ok(lit) = syn::parse2::<syn::LitStr>(args.stream()) {
-                            found.push(lit.value());
-                        }
+                    if let Some(TokenTree::Group(args)) = trees.get(i + 2)
+                        && let Ok(lit) = syn::parse2::<syn::LitStr>(args.stream())
+                    {
+                        found.push(lit.value());
                     }
                 }
                 TokenTree::Group(group) => scan(group.stream(), found),
@@ -86,9 +93,16 @@ mod tests {
         assert!(errors.is_empty());
         errors.push(syn::Error::new(Span::call_site(), "first"));
         errors.spanned(quote::quote!(x), "second");
-        assert_eq!(errors.ok::<()>(Err(syn::Error::new(Span::call_site(), "third"))), None);
-        let all = errors.into_error().expect("three errors");
+        assert_eq!(
+            errors.ok::<()>(Err(syn::Error::new(Span::call_site(), "third"))),
+            None
+        );
+        let mut more = Errors::default();
+        more.spanned(quote::quote!(y), "fourth");
+        errors.append(more);
+        errors.append(Errors::default());
+        let all = errors.into_error().expect("four errors");
         let messages: Vec<String> = all.into_iter().map(|e| e.to_string()).collect();
-        assert_eq!(messages, ["first", "second", "third"]);
+        assert_eq!(messages, ["first", "second", "third", "fourth"]);
     }
 }

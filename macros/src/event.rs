@@ -148,8 +148,16 @@ fn parse_variants<'a>(
         } else {
             seen.insert(name, &variant.ident);
         }
-        let serde_tag = attr::serde_rename(&variant.attrs).map_or_else(
-            || rename_all.and_then(|rule| case::rename_variant(rule, &ident)).unwrap_or(ident),
+        let serde = attr::serde_variant(&variant.attrs);
+        for error in serde.refused {
+            errors.push(error);
+        }
+        let serde_tag = serde.rename.map_or_else(
+            || {
+                rename_all
+                    .and_then(|rule| case::rename_variant(rule, &ident))
+                    .unwrap_or(ident)
+            },
             |rename| rename.value(),
         );
         variants.push(EventVariant {
@@ -196,11 +204,7 @@ fn event_attr(attrs: &[Attribute], level: Level, errors: &mut Errors) -> EventAt
 
 fn expand(model: &EventEnum<'_>) -> TokenStream {
     let ident = model.ident;
-    let patterns: Vec<TokenStream> = model
-        .variants
-        .iter()
-        .map(|v| pattern(v.variant))
-        .collect();
+    let patterns: Vec<TokenStream> = model.variants.iter().map(|v| pattern(v.variant)).collect();
     let names: Vec<&syn::LitStr> = model.variants.iter().map(|v| &v.type_name).collect();
     let versions = model
         .variants
@@ -383,14 +387,23 @@ mod tests {
 
     #[test]
     fn raw_variant_names_are_unraw() {
-        let out = expanded(quote!(enum E { r#Type }));
+        let out = expanded(quote!(
+            enum E {
+                r#Type,
+            }
+        ));
         assert!(out.contains(r#"& ["Type"]"#), "{out}");
         assert!(out.contains("Self :: r#Type =>"), "{out}");
     }
 
     #[test]
     fn structs_and_unions_are_refused_with_a_stub() {
-        for input in [quote!(struct S;), quote!(union U { a: u8 })] {
+        for input in [
+            quote!(
+                struct S;
+            ),
+            quote!(union U { a: u8 }),
+        ] {
             let out = derive(input).expect("a stub impl").to_string();
             assert!(out.contains("impl :: keel :: Event for"), "{out}");
             assert!(out.contains("can only be derived for enums"), "{out}");
@@ -399,8 +412,17 @@ mod tests {
 
     #[test]
     fn generic_enums_are_refused_without_a_stub() {
-        let error = derive(quote!(enum E<T> { A(T) })).expect_err("no stub for generics");
-        assert!(error.to_string().starts_with("generic event enums are not supported"));
+        let error = derive(quote!(
+            enum E<T> {
+                A(T),
+            }
+        ))
+        .expect_err("no stub for generics");
+        assert!(
+            error
+                .to_string()
+                .starts_with("generic event enums are not supported")
+        );
     }
 
     #[test]
@@ -442,12 +464,19 @@ mod tests {
     #[test]
     fn empty_and_long_names() {
         assert_eq!(
-            errors(quote!(enum Nothing {})),
+            errors(quote!(
+                enum Nothing {}
+            )),
             ["an event enum needs at least one variant: the facts the aggregate records"]
         );
         let long = "a".repeat(129);
         assert_eq!(
-            errors(quote!(enum E { #[event(name = #long)] A })),
+            errors(quote!(
+                enum E {
+                    #[event(name = #long)]
+                    A,
+                }
+            )),
             ["the event type name is 129 bytes long; the limit is 128"]
         );
     }

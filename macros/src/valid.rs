@@ -50,7 +50,12 @@ mod tests {
 
     #[test]
     fn event_type_names() {
-        for ok in ["Deposited", "account.deposited", "v2:Opened-x_y", &"a".repeat(128)] {
+        for ok in [
+            "Deposited",
+            "account.deposited",
+            "v2:Opened-x_y",
+            &"a".repeat(128),
+        ] {
             assert_eq!(event_type_name(ok), Ok(()), "{ok}");
         }
         for bad in ["", "has space", "é", "a/b", &"a".repeat(129)] {

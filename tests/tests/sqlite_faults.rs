@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use keel::store::Error;
 use keel::store::sqlite::SqliteStore;
-use keel::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Offset, Partition, StreamId, Topic};
+use keel::{
+    AppendRequest, EventStore, ExpectedVersion, NewEvent, Offset, Partition, StreamId, Topic,
+};
 use sqlx::{Connection, Executor};
 
 fn event(n: u64) -> NewEvent {
@@ -18,7 +20,11 @@ fn event(n: u64) -> NewEvent {
 async fn append(store: &SqliteStore, id: &str, n: u64) -> keel::Appended {
     let stream = StreamId::new("race", id).expect("stream id");
     store
-        .append(AppendRequest::new(stream, ExpectedVersion::Any, vec![event(n)]))
+        .append(AppendRequest::new(
+            stream,
+            ExpectedVersion::Any,
+            vec![event(n)],
+        ))
         .await
         .expect("append")
 }
@@ -30,8 +36,18 @@ async fn append(store: &SqliteStore, id: &str, n: u64) -> keel::Appended {
 async fn held_open_transaction_never_lets_a_tail_skip() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("race.db");
-    let a = Arc::new(SqliteStore::builder(&path).default_partitions(1).open().await?);
-    let b = Arc::new(SqliteStore::builder(&path).default_partitions(1).open().await?);
+    let a = Arc::new(
+        SqliteStore::builder(&path)
+            .default_partitions(1)
+            .open()
+            .await?,
+    );
+    let b = Arc::new(
+        SqliteStore::builder(&path)
+            .default_partitions(1)
+            .open()
+            .await?,
+    );
     let topic = Topic::new("race")?;
     a.ensure_topic(&topic, 1).await?;
     append(&a, "warm", 0).await;
@@ -46,7 +62,8 @@ async fn held_open_transaction_never_lets_a_tail_skip() -> anyhow::Result<()> {
     });
 
     // Someone else holds the write lock for a while, mid-run.
-    let mut blocker = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
+    let mut blocker =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
     blocker.execute("BEGIN IMMEDIATE").await?;
     let writers: Vec<_> = [(Arc::clone(&a), "a"), (Arc::clone(&b), "b")]
         .into_iter()
@@ -82,11 +99,26 @@ async fn held_open_transaction_never_lets_a_tail_skip() -> anyhow::Result<()> {
     }
     let seen = tokio::time::timeout(Duration::from_secs(30), reader).await??;
     let offsets: Vec<u64> = seen.iter().map(|r| r.offset().0).collect();
-    assert_eq!(offsets, (0..offsets.len() as u64).collect::<Vec<_>>(), "every record once, dense, in order");
-    assert!(seen.iter().any(|r| r.stream.id() == "held"), "the late-committing record was seen");
+    assert_eq!(
+        offsets,
+        (0..offsets.len() as u64).collect::<Vec<_>>(),
+        "every record once, dense, in order"
+    );
+    assert!(
+        seen.iter().any(|r| r.stream.id() == "held"),
+        "the late-committing record was seen"
+    );
     for name in ["a", "b"] {
-        let versions: Vec<u64> = seen.iter().filter(|r| r.stream.id() == name).map(|r| r.version.0).collect();
-        assert_eq!(versions, (1..=EACH).collect::<Vec<_>>(), "stream {name} has every version once");
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter(|r| r.stream.id() == name)
+            .map(|r| r.version.0)
+            .collect();
+        assert_eq!(
+            versions,
+            (1..=EACH).collect::<Vec<_>>(),
+            "stream {name} has every version once"
+        );
     }
     Ok(())
 }
@@ -97,19 +129,28 @@ async fn held_open_transaction_never_lets_a_tail_skip() -> anyhow::Result<()> {
 async fn damaged_envelope_is_a_typed_error_naming_where() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("damaged.db");
-    let store = SqliteStore::builder(&path).default_partitions(1).open().await?;
+    let store = SqliteStore::builder(&path)
+        .default_partitions(1)
+        .open()
+        .await?;
     for n in 0..3 {
         append(&store, "s", n).await;
     }
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-    conn.execute("UPDATE keel_events SET event_id = X'00' WHERE log_offset = 1").await?;
+    conn.execute("UPDATE keel_events SET event_id = X'00' WHERE log_offset = 1")
+        .await?;
     let topic = Topic::new("race")?;
     let err = store
         .read_partition(&topic, Partition(0), Offset(0), 10)
         .await
         .expect_err("the damaged record is reported");
     match &err {
-        Error::Corrupt { topic: t, partition, offset, detail } => {
+        Error::Corrupt {
+            topic: t,
+            partition,
+            offset,
+            detail,
+        } => {
             assert_eq!(t.as_str(), "race");
             assert_eq!(*partition, Partition(0));
             assert_eq!(*offset, Offset(1));
@@ -118,9 +159,13 @@ async fn damaged_envelope_is_a_typed_error_naming_where() -> anyhow::Result<()> 
         other => panic!("expected Corrupt, got {other}"),
     }
     assert!(err.to_string().contains("offset 1"), "{err}");
-    let before = store.read_partition(&topic, Partition(0), Offset(0), 1).await?;
+    let before = store
+        .read_partition(&topic, Partition(0), Offset(0), 1)
+        .await?;
     assert_eq!(before.len(), 1, "the record before still reads");
-    let after = store.read_partition(&topic, Partition(0), Offset(2), 10).await?;
+    let after = store
+        .read_partition(&topic, Partition(0), Offset(2), 10)
+        .await?;
     assert_eq!(after.len(), 1, "the record after still reads");
     store.close().await;
     Ok(())
@@ -133,10 +178,16 @@ async fn a_file_of_another_schema_version_is_refused() -> anyhow::Result<()> {
     let path = dir.path().join("future.db");
     SqliteStore::open(&path).await?.close().await;
     let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await?;
-    conn.execute("UPDATE keel_meta SET value = '99' WHERE key = 'schema_version'").await?;
+    conn.execute("UPDATE keel_meta SET value = '99' WHERE key = 'schema_version'")
+        .await?;
     conn.close().await?;
     let err = SqliteStore::open(&path).await.expect_err("refused");
-    let text = format!("{err}: {}", std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default());
+    let text = format!(
+        "{err}: {}",
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
     assert!(text.contains("99"), "{text}");
     Ok(())
 }

@@ -57,10 +57,10 @@ impl Ledger {
     /// The request must already have passed [`validate::check_append`].
     pub(crate) fn decide(&mut self, request: &AppendRequest) -> Result<Decision> {
         let stream = &request.stream;
-        if let Some(command) = &request.command {
-            if let Some(record) = self.commands.get(&(stream.clone(), command.id.clone())) {
-                return replay(stream, &command.id, command.fingerprint, record);
-            }
+        if let Some(command) = &request.command
+            && let Some(record) = self.commands.get(&(stream.clone(), command.id.clone()))
+        {
+            return replay(stream, &command.id, command.fingerprint, record);
         }
         let actual = self.streams.get(stream).copied().unwrap_or_default();
         if !request.expected.admits(actual) {

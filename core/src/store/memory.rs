@@ -166,7 +166,11 @@ impl EventStore for MemoryStore {
         Ok(appended)
     }
 
-    async fn read_stream(&self, stream: &StreamId, from: StreamVersion) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+    ) -> Result<Vec<RecordedEvent>> {
         let state = self.lock();
         let Some((partition, offsets)) = state.streams.get(stream) else {
             return Ok(Vec::new());
@@ -190,7 +194,11 @@ impl EventStore for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn command(&self, stream: &StreamId, command: &CommandId) -> Result<Option<CommandRecord>> {
+    async fn command(
+        &self,
+        stream: &StreamId,
+        command: &CommandId,
+    ) -> Result<Option<CommandRecord>> {
         Ok(self
             .lock()
             .ledger

@@ -210,7 +210,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Errors
     ///
     /// A backend failure or a damaged record.
-    async fn read_stream(&self, stream: &StreamId, from: StreamVersion) -> Result<Vec<RecordedEvent>>;
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+    ) -> Result<Vec<RecordedEvent>>;
 
     /// A stream's current version (0 when it does not exist).
     ///
@@ -224,7 +228,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// # Errors
     ///
     /// A backend failure.
-    async fn command(&self, stream: &StreamId, command: &CommandId) -> Result<Option<CommandRecord>>;
+    async fn command(
+        &self,
+        stream: &StreamId,
+        command: &CommandId,
+    ) -> Result<Option<CommandRecord>>;
 
     /// Reads up to `limit` committed records of a partition with offsets `>= from`, in offset
     /// order. Returns fewer (or none) when the partition has no more yet.
@@ -272,7 +280,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`subscribe_commits`](Self::subscribe_commits), polling every 250 ms for appends by
     /// other processes.
     fn tail(self: Arc<Self>, topic: Topic, partition: Partition, from: Offset) -> Tail {
-        tail::tail(self, topic, partition, from, std::time::Duration::from_millis(250))
+        tail::tail(
+            self,
+            topic,
+            partition,
+            from,
+            std::time::Duration::from_millis(250),
+        )
     }
 
     /// What this backend promises beyond the common contract.
@@ -287,13 +301,21 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         (**self).append(request).await
     }
-    async fn read_stream(&self, stream: &StreamId, from: StreamVersion) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+    ) -> Result<Vec<RecordedEvent>> {
         (**self).read_stream(stream, from).await
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion> {
         (**self).stream_version(stream).await
     }
-    async fn command(&self, stream: &StreamId, command: &CommandId) -> Result<Option<CommandRecord>> {
+    async fn command(
+        &self,
+        stream: &StreamId,
+        command: &CommandId,
+    ) -> Result<Option<CommandRecord>> {
         (**self).command(stream, command).await
     }
     async fn read_partition(

@@ -170,9 +170,7 @@ impl Event for Probe {
 
     fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
         match event_type {
-            "Tested" => {
-                crate::event::decode_variant("Tested", event_type, schema_version, payload)
-            }
+            "Tested" => crate::event::decode_variant("Tested", event_type, schema_version, payload),
             _ => Err(DecodeError::unknown_type(
                 event_type,
                 schema_version,
@@ -222,7 +220,10 @@ async fn fresh<B: Backend>(partitions: u32) -> (B, B::Store) {
 pub async fn append_to_new_stream_returns_versions_and_positions<B: Backend>() {
     let (_b, store) = fresh::<B>(4).await;
     let s = stream("account", "alice");
-    let sent = events(0..3).into_iter().map(|e| e.with_metadata("who", "suite")).collect::<Vec<_>>();
+    let sent = events(0..3)
+        .into_iter()
+        .map(|e| e.with_metadata("who", "suite"))
+        .collect::<Vec<_>>();
     let cmd = command("open-alice", "open");
     let appended = store
         .append(append(&s, ExpectedVersion::NoStream, sent.clone()).with_command(cmd.clone()))
@@ -237,12 +238,22 @@ pub async fn append_to_new_stream_returns_versions_and_positions<B: Backend>() {
         crate::partitioner::partition_for(b"alice", 4),
         "the stream's partition is murmur2(id) mod 4"
     );
-    let read = store.read_stream(&s, StreamVersion(1)).await.expect("read the stream");
-    assert_eq!(read.len(), 3, "read_stream returns exactly the appended events");
+    let read = store
+        .read_stream(&s, StreamVersion(1))
+        .await
+        .expect("read the stream");
+    assert_eq!(
+        read.len(),
+        3,
+        "read_stream returns exactly the appended events"
+    );
     for (i, (record, sent)) in read.iter().zip(&sent).enumerate() {
         assert_eq!(record.version, StreamVersion(i as u64 + 1));
         assert_eq!(record.stream, s);
-        assert_eq!(record.position, appended.positions().nth(i).expect("a position"));
+        assert_eq!(
+            record.position,
+            appended.positions().nth(i).expect("a position")
+        );
         assert_eq!(record.event_type, sent.event_type);
         assert_eq!(record.schema_version, sent.schema_version);
         assert_eq!(record.payload, sent.payload);
@@ -251,10 +262,16 @@ pub async fn append_to_new_stream_returns_versions_and_positions<B: Backend>() {
         assert_eq!(record.metadata, sent.metadata);
         assert_eq!(record.command_id.as_ref(), Some(&cmd.id));
     }
-    let tail = store.read_stream(&s, StreamVersion(3)).await.expect("read from version 3");
+    let tail = store
+        .read_stream(&s, StreamVersion(3))
+        .await
+        .expect("read from version 3");
     assert_eq!(tail.len(), 1);
     assert_eq!(tail[0].version, StreamVersion(3));
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(3));
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(3)
+    );
 }
 
 /// Case 2: when one event of an append is invalid, none is written, and the error names it.
@@ -268,7 +285,14 @@ pub async fn append_is_atomic<B: Backend>() {
         .await
         .expect_err("an event with a bad type name fails the append");
     assert!(
-        matches!(&err, Error::InvalidEvent { index: 1, reason: InvalidEvent::TypeName(_), .. }),
+        matches!(
+            &err,
+            Error::InvalidEvent {
+                index: 1,
+                reason: InvalidEvent::TypeName(_),
+                ..
+            }
+        ),
         "the error names event 1 and its type name: {err}"
     );
     let mut too_big = events(0..3);
@@ -278,11 +302,27 @@ pub async fn append_is_atomic<B: Backend>() {
         .await
         .expect_err("an oversized event fails the append");
     assert!(
-        matches!(&err, Error::InvalidEvent { index: 2, reason: InvalidEvent::PayloadTooLarge { .. }, .. }),
+        matches!(
+            &err,
+            Error::InvalidEvent {
+                index: 2,
+                reason: InvalidEvent::PayloadTooLarge { .. },
+                ..
+            }
+        ),
         "the error names event 2 and its size: {err}"
     );
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(0));
-    assert!(store.read_stream(&s, StreamVersion(1)).await.expect("read").is_empty());
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(0)
+    );
+    assert!(
+        store
+            .read_stream(&s, StreamVersion(1))
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 /// Case 3: `Exact` and `NoStream` mismatches are conflicts naming the actual version and
@@ -290,7 +330,10 @@ pub async fn append_is_atomic<B: Backend>() {
 pub async fn stale_expected_version_is_a_conflict_naming_the_actual_version<B: Backend>() {
     let (_b, store) = fresh::<B>(4).await;
     let s = stream("account", "conflicted");
-    store.append(append(&s, ExpectedVersion::NoStream, events(0..2))).await.expect("first append");
+    store
+        .append(append(&s, ExpectedVersion::NoStream, events(0..2)))
+        .await
+        .expect("first append");
     for expected in [
         ExpectedVersion::Exact(StreamVersion(1)),
         ExpectedVersion::Exact(StreamVersion(3)),
@@ -301,24 +344,46 @@ pub async fn stale_expected_version_is_a_conflict_naming_the_actual_version<B: B
             .await
             .expect_err("a stale expectation conflicts");
         match err {
-            Error::Conflict { stream, expected: e, actual } => {
+            Error::Conflict {
+                stream,
+                expected: e,
+                actual,
+            } => {
                 assert_eq!(stream, s);
                 assert_eq!(e, expected);
-                assert_eq!(actual, StreamVersion(2), "the conflict carries the actual version");
+                assert_eq!(
+                    actual,
+                    StreamVersion(2),
+                    "the conflict carries the actual version"
+                );
             }
             other => panic!("expected a conflict, got {other}"),
         }
     }
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(2));
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(2)
+    );
     let ok = store
-        .append(append(&s, ExpectedVersion::Exact(StreamVersion(2)), events(2..3)))
+        .append(append(
+            &s,
+            ExpectedVersion::Exact(StreamVersion(2)),
+            events(2..3),
+        ))
         .await
         .expect("the right expectation appends");
     assert_eq!(ok.first_version, StreamVersion(3));
-    let any = store.append(append(&s, ExpectedVersion::Any, events(3..4))).await.expect("Any appends");
+    let any = store
+        .append(append(&s, ExpectedVersion::Any, events(3..4)))
+        .await
+        .expect("Any appends");
     assert_eq!(any.first_version, StreamVersion(4));
     let fresh_any = store
-        .append(append(&stream("account", "new"), ExpectedVersion::Any, events(0..1)))
+        .append(append(
+            &stream("account", "new"),
+            ExpectedVersion::Any,
+            events(0..1),
+        ))
         .await
         .expect("Any appends to a new stream");
     assert_eq!(fresh_any.first_version, StreamVersion(1));
@@ -342,15 +407,29 @@ pub async fn concurrent_exact_appenders_leave_no_gap<B: Backend>() {
             let mut conflicts = 0u64;
             while written < EACH {
                 let n = task * 1000 + written;
-                match store.append(append(&s, ExpectedVersion::Exact(expected), vec![event(n)])).await {
+                match store
+                    .append(append(&s, ExpectedVersion::Exact(expected), vec![event(n)]))
+                    .await
+                {
                     Ok(a) => {
-                        assert_eq!(a.first_version, expected.next(), "a win lands right after the expectation");
+                        assert_eq!(
+                            a.first_version,
+                            expected.next(),
+                            "a win lands right after the expectation"
+                        );
                         expected = a.first_version;
                         written += 1;
                     }
-                    Err(Error::Conflict { actual, expected: e, .. }) => {
+                    Err(Error::Conflict {
+                        actual,
+                        expected: e,
+                        ..
+                    }) => {
                         assert_eq!(e, ExpectedVersion::Exact(expected));
-                        assert!(actual > expected, "the loser is told a newer actual version ({actual} > {expected})");
+                        assert!(
+                            actual > expected,
+                            "the loser is told a newer actual version ({actual} > {expected})"
+                        );
                         assert!(actual.0 <= TASKS * EACH, "the actual version exists");
                         expected = actual;
                         conflicts += 1;
@@ -367,7 +446,11 @@ pub async fn concurrent_exact_appenders_leave_no_gap<B: Backend>() {
     }
     let read = store.read_stream(&s, StreamVersion(1)).await.expect("read");
     let versions: Vec<u64> = read.iter().map(|r| r.version.0).collect();
-    assert_eq!(versions, (1..=TASKS * EACH).collect::<Vec<_>>(), "versions 1..=N, no gap, no duplicate");
+    assert_eq!(
+        versions,
+        (1..=TASKS * EACH).collect::<Vec<_>>(),
+        "versions 1..=N, no gap, no duplicate"
+    );
     let mut per_task: HashMap<u64, Vec<u64>> = HashMap::new();
     for r in &read {
         let n = n_of(r);
@@ -375,7 +458,11 @@ pub async fn concurrent_exact_appenders_leave_no_gap<B: Backend>() {
     }
     assert_eq!(per_task.len() as u64, TASKS);
     for (task, ns) in per_task {
-        assert_eq!(ns, (0..EACH).collect::<Vec<_>>(), "task {task} wrote each of its events once, in order");
+        assert_eq!(
+            ns,
+            (0..EACH).collect::<Vec<_>>(),
+            "task {task} wrote each of its events once, in order"
+        );
     }
 }
 
@@ -387,10 +474,19 @@ pub async fn empty_append_is_rejected_and_creates_nothing<B: Backend>() {
         .append(append(&s, ExpectedVersion::NoStream, Vec::new()))
         .await
         .expect_err("an empty append is rejected");
-    assert!(matches!(&err, Error::EmptyAppend { stream } if *stream == s), "{err}");
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(0));
+    assert!(
+        matches!(&err, Error::EmptyAppend { stream } if *stream == s),
+        "{err}"
+    );
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(0)
+    );
     let topics = store.topics().await.expect("topics");
-    assert!(topics.iter().all(|t| t.topic.as_str() != "ghost"), "no topic was created: {topics:?}");
+    assert!(
+        topics.iter().all(|t| t.topic.as_str() != "ghost"),
+        "no topic was created: {topics:?}"
+    );
 }
 
 /// Case 6: the same `(stream, command id)` and fingerprint writes once; the second call
@@ -411,10 +507,18 @@ pub async fn duplicate_command_id_appends_nothing<B: Backend>() {
     assert_eq!(second.first_version, first.first_version);
     assert_eq!(second.offsets, first.offsets);
     assert_eq!(second.partition, first.partition);
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(2), "nothing new written");
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(2),
+        "nothing new written"
+    );
     let head = store.head(s.topic(), first.partition).await.expect("head");
     assert_eq!(head, first.offsets[1].next(), "the partition did not grow");
-    let stored = store.command(&s, &cmd.id).await.expect("command").expect("the command is recorded");
+    let stored = store
+        .command(&s, &cmd.id)
+        .await
+        .expect("command")
+        .expect("the command is recorded");
     assert_eq!(stored.fingerprint, cmd.fingerprint);
     assert_eq!(stored.appended.offsets, first.offsets);
 }
@@ -429,7 +533,14 @@ pub async fn committed_command_replays_even_when_stale<B: Backend>() {
         .append(append(&s, ExpectedVersion::NoStream, events(0..1)).with_command(cmd.clone()))
         .await
         .expect("first append");
-    store.append(append(&s, ExpectedVersion::Exact(StreamVersion(1)), events(1..3))).await.expect("move on");
+    store
+        .append(append(
+            &s,
+            ExpectedVersion::Exact(StreamVersion(1)),
+            events(1..3),
+        ))
+        .await
+        .expect("move on");
     let retry = store
         .append(append(&s, ExpectedVersion::NoStream, events(0..1)).with_command(cmd))
         .await
@@ -437,7 +548,10 @@ pub async fn committed_command_replays_even_when_stale<B: Backend>() {
     assert!(retry.replayed);
     assert_eq!(retry.first_version, first.first_version);
     assert_eq!(retry.offsets, first.offsets);
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(3));
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(3)
+    );
 }
 
 /// Case 8: the same command id with another fingerprint is `CommandIdReused` and writes
@@ -446,18 +560,26 @@ pub async fn reused_command_id_with_another_fingerprint_is_refused<B: Backend>()
     let (_b, store) = fresh::<B>(4).await;
     let s = stream("account", "reuse");
     store
-        .append(append(&s, ExpectedVersion::Any, events(0..1)).with_command(command("c", "deposit 5")))
+        .append(
+            append(&s, ExpectedVersion::Any, events(0..1)).with_command(command("c", "deposit 5")),
+        )
         .await
         .expect("first append");
     let err = store
-        .append(append(&s, ExpectedVersion::Any, events(1..2)).with_command(command("c", "deposit 6")))
+        .append(
+            append(&s, ExpectedVersion::Any, events(1..2)).with_command(command("c", "deposit 6")),
+        )
         .await
         .expect_err("another command under the same id is refused");
     assert!(
         matches!(&err, Error::CommandIdReused { stream, command_id } if *stream == s && command_id.as_str() == "c"),
         "{err}"
     );
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(1), "nothing written");
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(1),
+        "nothing written"
+    );
 }
 
 /// Case 9: the same command id on two streams is two independent commands.
@@ -475,11 +597,20 @@ pub async fn same_command_id_on_two_streams_is_two_commands<B: Backend>() {
         .await
         .expect("append to b");
     assert!(!ra.replayed && !rb.replayed, "both commands were written");
-    assert_eq!(store.stream_version(&a).await.expect("version"), StreamVersion(1));
-    assert_eq!(store.stream_version(&b).await.expect("version"), StreamVersion(2));
+    assert_eq!(
+        store.stream_version(&a).await.expect("version"),
+        StreamVersion(1)
+    );
+    assert_eq!(
+        store.stream_version(&b).await.expect("version"),
+        StreamVersion(2)
+    );
     let other_fingerprint = command("shared-id", "different");
     let rc = store
-        .append(append(&stream("account", "c"), ExpectedVersion::Any, events(0..1)).with_command(other_fingerprint))
+        .append(
+            append(&stream("account", "c"), ExpectedVersion::Any, events(0..1))
+                .with_command(other_fingerprint),
+        )
         .await
         .expect("a third stream does not see the other streams' fingerprints");
     assert!(!rc.replayed);
@@ -498,7 +629,10 @@ pub async fn concurrent_duplicate_commands_write_once<B: Backend>() {
         handles.push(tokio::spawn(async move {
             barrier.wait().await;
             store
-                .append(append(&s, ExpectedVersion::NoStream, events(0..3)).with_command(command("once", "f")))
+                .append(
+                    append(&s, ExpectedVersion::NoStream, events(0..3))
+                        .with_command(command("once", "f")),
+                )
                 .await
                 .expect("every duplicate gets an answer")
         }));
@@ -511,10 +645,23 @@ pub async fn concurrent_duplicate_commands_write_once<B: Backend>() {
     assert_eq!(writers, 1, "exactly one call wrote");
     for a in &answers {
         assert_eq!(a.first_version, answers[0].first_version);
-        assert_eq!(a.offsets, answers[0].offsets, "all 16 got the same positions");
+        assert_eq!(
+            a.offsets, answers[0].offsets,
+            "all 16 got the same positions"
+        );
     }
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(3));
-    assert_eq!(store.read_stream(&s, StreamVersion(1)).await.expect("read").len(), 3);
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(3)
+    );
+    assert_eq!(
+        store
+            .read_stream(&s, StreamVersion(1))
+            .await
+            .expect("read")
+            .len(),
+        3
+    );
 }
 
 /// Case 11: after closing and reopening, a committed command still replays, another
@@ -546,21 +693,38 @@ pub async fn idempotency_survives_reopening<B: Backend>() {
     assert_eq!(again.offsets, first.offsets);
     assert_eq!(again.first_version, first.first_version);
     let err = store
-        .append(append(&s, ExpectedVersion::Any, events(0..1)).with_command(command("persisted", "f2")))
+        .append(
+            append(&s, ExpectedVersion::Any, events(0..1)).with_command(command("persisted", "f2")),
+        )
         .await
         .expect_err("another fingerprint is still refused after reopening");
     assert!(matches!(err, Error::CommandIdReused { .. }), "{err}");
-    assert_eq!(store.stream_version(&s).await.expect("version"), StreamVersion(2));
+    assert_eq!(
+        store.stream_version(&s).await.expect("version"),
+        StreamVersion(2)
+    );
     backend.close(store).await;
 }
 
-async fn fill_one_partition<S: EventStore>(store: &S, kind: &str, streams: u64, each: u64) -> Topic {
+async fn fill_one_partition<S: EventStore>(
+    store: &S,
+    kind: &str,
+    streams: u64,
+    each: u64,
+) -> Topic {
     let topic = Topic::new(kind).expect("topic");
-    store.ensure_topic(&topic, 1).await.expect("create a one-partition topic");
+    store
+        .ensure_topic(&topic, 1)
+        .await
+        .expect("create a one-partition topic");
     for round in 0..each {
         for i in 0..streams {
             store
-                .append(append(&stream(kind, &format!("s{i}")), ExpectedVersion::Any, vec![event(i * 100 + round)]))
+                .append(append(
+                    &stream(kind, &format!("s{i}")),
+                    ExpectedVersion::Any,
+                    vec![event(i * 100 + round)],
+                ))
                 .await
                 .expect("append");
         }
@@ -577,7 +741,10 @@ pub async fn read_partition_yields_every_record_once_in_order<B: Backend>() {
     let mut all = Vec::new();
     let mut from = Offset(0);
     loop {
-        let page = store.read_partition(&topic, p, from, 7).await.expect("read a page");
+        let page = store
+            .read_partition(&topic, p, from, 7)
+            .await
+            .expect("read a page");
         if page.is_empty() {
             break;
         }
@@ -586,14 +753,34 @@ pub async fn read_partition_yields_every_record_once_in_order<B: Backend>() {
         all.extend(page);
     }
     assert_eq!(all.len(), 20, "every committed record, once");
-    assert!(all.windows(2).all(|w| w[0].offset() < w[1].offset()), "strictly increasing offsets");
-    assert_eq!(store.head(&topic, p).await.expect("head"), all[19].offset().next());
+    assert!(
+        all.windows(2).all(|w| w[0].offset() < w[1].offset()),
+        "strictly increasing offsets"
+    );
+    assert_eq!(
+        store.head(&topic, p).await.expect("head"),
+        all[19].offset().next()
+    );
     for (i, record) in all.iter().enumerate() {
-        let rest = store.read_partition(&topic, p, record.offset().next(), 100).await.expect("read the rest");
-        assert_eq!(rest, all[i + 1..].to_vec(), "reading after offset {} yields exactly the rest", record.offset());
+        let rest = store
+            .read_partition(&topic, p, record.offset().next(), 100)
+            .await
+            .expect("read the rest");
+        assert_eq!(
+            rest,
+            all[i + 1..].to_vec(),
+            "reading after offset {} yields exactly the rest",
+            record.offset()
+        );
     }
-    let err = store.read_partition(&topic, Partition(1), Offset(0), 1).await.expect_err("partition 1 of 1");
-    assert!(matches!(err, Error::UnknownPartition { partitions: 1, .. }), "{err}");
+    let err = store
+        .read_partition(&topic, Partition(1), Offset(0), 1)
+        .await
+        .expect_err("partition 1 of 1");
+    assert!(
+        matches!(err, Error::UnknownPartition { partitions: 1, .. }),
+        "{err}"
+    );
 }
 
 /// Case 13 (SQL): offsets are dense from 0 in commit order. Backends without dense offsets
@@ -606,7 +793,11 @@ pub async fn offsets_are_dense_in_commit_order<B: Backend>() {
     let mut acked: BTreeMap<u32, Vec<Offset>> = BTreeMap::new();
     for i in 0..30u64 {
         let a = store
-            .append(append(&stream("dense", &format!("d{}", i % 7)), ExpectedVersion::Any, events(i..i + 1 + i % 3)))
+            .append(append(
+                &stream("dense", &format!("d{}", i % 7)),
+                ExpectedVersion::Any,
+                events(i..i + 1 + i % 3),
+            ))
             .await
             .expect("append");
         acked.entry(a.partition.0).or_default().extend(a.offsets);
@@ -619,9 +810,16 @@ pub async fn offsets_are_dense_in_commit_order<B: Backend>() {
             .iter()
             .map(crate::RecordedEvent::offset)
             .collect();
-        assert_eq!(read, offsets, "partition {p} holds the acknowledged offsets in commit order");
+        assert_eq!(
+            read, offsets,
+            "partition {p} holds the acknowledged offsets in commit order"
+        );
         if dense {
-            assert_eq!(read, (0..read.len() as u64).map(Offset).collect::<Vec<_>>(), "dense from 0");
+            assert_eq!(
+                read,
+                (0..read.len() as u64).map(Offset).collect::<Vec<_>>(),
+                "dense from 0"
+            );
         } else {
             assert!(read.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
         }
@@ -650,7 +848,11 @@ pub async fn tail_sees_every_concurrent_append_once_in_order<B: Backend>() {
         writers.push(tokio::spawn(async move {
             for i in 0..EACH {
                 store
-                    .append(append(&stream("tailed", &format!("w{t}")), ExpectedVersion::Any, vec![event(t * 1000 + i)]))
+                    .append(append(
+                        &stream("tailed", &format!("w{t}")),
+                        ExpectedVersion::Any,
+                        vec![event(t * 1000 + i)],
+                    ))
                     .await
                     .expect("append");
                 if i % 5 == 0 {
@@ -666,14 +868,24 @@ pub async fn tail_sees_every_concurrent_append_once_in_order<B: Backend>() {
         .await
         .expect("the tail caught up within 30 s")
         .expect("reader task");
-    assert!(seen.windows(2).all(|w| w[0].offset() < w[1].offset()), "offset order, no repeat");
+    assert!(
+        seen.windows(2).all(|w| w[0].offset() < w[1].offset()),
+        "offset order, no repeat"
+    );
     let mut versions: HashMap<StreamId, Vec<u64>> = HashMap::new();
     for r in &seen {
-        versions.entry(r.stream.clone()).or_default().push(r.version.0);
+        versions
+            .entry(r.stream.clone())
+            .or_default()
+            .push(r.version.0);
     }
     assert_eq!(versions.len() as u64, TASKS);
     for (s, v) in versions {
-        assert_eq!(v, (1..=EACH).collect::<Vec<_>>(), "stream {s}: every version once, in order");
+        assert_eq!(
+            v,
+            (1..=EACH).collect::<Vec<_>>(),
+            "stream {s}: every version once, in order"
+        );
     }
 }
 
@@ -698,11 +910,23 @@ pub async fn streams_land_in_their_murmur2_partition<B: Backend>() {
     for (key, of6, of8) in cases {
         for (kind, want) in [("six", of6), ("eight", of8)] {
             let s = stream(kind, key);
-            let a = store.append(append(&s, ExpectedVersion::Any, events(0..1))).await.expect("append");
+            let a = store
+                .append(append(&s, ExpectedVersion::Any, events(0..1)))
+                .await
+                .expect("append");
             assert_eq!(a.partition, Partition(want), "{key:?} in topic {kind}");
-            let again = store.append(append(&s, ExpectedVersion::Any, events(1..2))).await.expect("append");
-            assert_eq!(again.partition, a.partition, "a stream always lands in the same partition");
-            let records = store.read_partition(s.topic(), Partition(want), Offset(0), 1000).await.expect("read");
+            let again = store
+                .append(append(&s, ExpectedVersion::Any, events(1..2)))
+                .await
+                .expect("append");
+            assert_eq!(
+                again.partition, a.partition,
+                "a stream always lands in the same partition"
+            );
+            let records = store
+                .read_partition(s.topic(), Partition(want), Offset(0), 1000)
+                .await
+                .expect("read");
             assert_eq!(records.iter().filter(|r| r.stream == s).count(), 2);
         }
     }
@@ -714,24 +938,73 @@ pub async fn reopening_a_topic_with_another_partition_count_fails<B: Backend>() 
     let topic = Topic::new("fixed").expect("topic");
     let info = store.ensure_topic(&topic, 3).await.expect("create");
     assert_eq!(info.partitions, 3);
-    store.ensure_topic(&topic, 3).await.expect("the same count is fine");
-    let err = store.ensure_topic(&topic, 5).await.expect_err("another count is refused");
-    assert!(matches!(err, Error::PartitionCount { existing: 3, requested: 5, .. }), "{err}");
+    store
+        .ensure_topic(&topic, 3)
+        .await
+        .expect("the same count is fine");
+    let err = store
+        .ensure_topic(&topic, 5)
+        .await
+        .expect_err("another count is refused");
+    assert!(
+        matches!(
+            err,
+            Error::PartitionCount {
+                existing: 3,
+                requested: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let text = err.to_string();
-    assert!(text.contains('3') && text.contains('5'), "the message names both counts: {text}");
+    assert!(
+        text.contains('3') && text.contains('5'),
+        "the message names both counts: {text}"
+    );
     // A topic created by an append has the default count, and keeps it.
     store
-        .append(append(&stream("auto", "x"), ExpectedVersion::Any, events(0..1)))
+        .append(append(
+            &stream("auto", "x"),
+            ExpectedVersion::Any,
+            events(0..1),
+        ))
         .await
         .expect("append creates the topic");
     let auto = Topic::new("auto").expect("topic");
-    let err = store.ensure_topic(&auto, 7).await.expect_err("the default count is stored");
-    assert!(matches!(err, Error::PartitionCount { existing: 4, requested: 7, .. }), "{err}");
+    let err = store
+        .ensure_topic(&auto, 7)
+        .await
+        .expect_err("the default count is stored");
+    assert!(
+        matches!(
+            err,
+            Error::PartitionCount {
+                existing: 4,
+                requested: 7,
+                ..
+            }
+        ),
+        "{err}"
+    );
     if store.capabilities().durable {
         backend.close(store).await;
         let store = backend.open().await;
-        let err = store.ensure_topic(&topic, 5).await.expect_err("the count survives reopening");
-        assert!(matches!(err, Error::PartitionCount { existing: 3, requested: 5, .. }), "{err}");
+        let err = store
+            .ensure_topic(&topic, 5)
+            .await
+            .expect_err("the count survives reopening");
+        assert!(
+            matches!(
+                err,
+                Error::PartitionCount {
+                    existing: 3,
+                    requested: 5,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         backend.close(store).await;
     }
 }
@@ -741,7 +1014,14 @@ pub async fn reopening_a_topic_with_another_partition_count_fails<B: Backend>() 
 pub async fn concurrent_appenders_share_commits<B: Backend>() {
     let (_b, store) = fresh::<B>(4).await;
     let store = Arc::new(store);
-    store.append(append(&stream("warm", "up"), ExpectedVersion::Any, events(0..1))).await.expect("warm up");
+    store
+        .append(append(
+            &stream("warm", "up"),
+            ExpectedVersion::Any,
+            events(0..1),
+        ))
+        .await
+        .expect("warm up");
     let before = store.stats();
     let barrier = Arc::new(tokio::sync::Barrier::new(64));
     let mut handles = Vec::new();
@@ -750,7 +1030,10 @@ pub async fn concurrent_appenders_share_commits<B: Backend>() {
         handles.push(tokio::spawn(async move {
             let s = stream("crowd", &format!("c{i}"));
             barrier.wait().await;
-            let a = store.append(append(&s, ExpectedVersion::NoStream, events(i..i + 1))).await.expect("append");
+            let a = store
+                .append(append(&s, ExpectedVersion::NoStream, events(i..i + 1)))
+                .await
+                .expect("append");
             (s, i, a)
         }));
     }
@@ -765,9 +1048,15 @@ pub async fn concurrent_appenders_share_commits<B: Backend>() {
     let after = store.stats();
     let commits = after.commits - before.commits;
     if store.capabilities().group_commit {
-        assert!(commits < 64, "64 appends shared commits: {commits} transactions");
+        assert!(
+            commits < 64,
+            "64 appends shared commits: {commits} transactions"
+        );
     } else {
-        assert_eq!(commits, 64, "a store without group commit commits each append");
+        assert_eq!(
+            commits, 64,
+            "a store without group commit commits each append"
+        );
     }
 }
 
@@ -778,13 +1067,17 @@ pub async fn one_bad_caller_does_not_fail_the_others<B: Backend>() {
     let store = Arc::new(store);
     let existing = stream("mixed", "existing");
     store
-        .append(append(&existing, ExpectedVersion::NoStream, events(0..1)).with_command(command("used", "a")))
+        .append(
+            append(&existing, ExpectedVersion::NoStream, events(0..1))
+                .with_command(command("used", "a")),
+        )
         .await
         .expect("set up");
     let barrier = Arc::new(tokio::sync::Barrier::new(33));
     let mut handles = Vec::new();
     for i in 0..33u64 {
-        let (store, barrier, existing) = (Arc::clone(&store), Arc::clone(&barrier), existing.clone());
+        let (store, barrier, existing) =
+            (Arc::clone(&store), Arc::clone(&barrier), existing.clone());
         handles.push(tokio::spawn(async move {
             let request = match i {
                 0 => append(&existing, ExpectedVersion::NoStream, events(0..1)),
@@ -793,8 +1086,13 @@ pub async fn one_bad_caller_does_not_fail_the_others<B: Backend>() {
                     evs[1].payload = vec![b'x'; limits::MAX_PAYLOAD_BYTES + 1];
                     append(&stream("mixed", "big"), ExpectedVersion::Any, evs)
                 }
-                2 => append(&existing, ExpectedVersion::Any, events(0..1)).with_command(command("used", "b")),
-                _ => append(&stream("mixed", &format!("ok{i}")), ExpectedVersion::NoStream, events(i..i + 2)),
+                2 => append(&existing, ExpectedVersion::Any, events(0..1))
+                    .with_command(command("used", "b")),
+                _ => append(
+                    &stream("mixed", &format!("ok{i}")),
+                    ExpectedVersion::NoStream,
+                    events(i..i + 2),
+                ),
             };
             barrier.wait().await;
             (i, store.append(request).await)
@@ -802,8 +1100,20 @@ pub async fn one_bad_caller_does_not_fail_the_others<B: Backend>() {
     }
     for h in handles {
         match h.await.expect("task") {
-            (0, r) => assert!(matches!(r, Err(Error::Conflict { actual: StreamVersion(1), .. })), "{r:?}"),
-            (1, r) => assert!(matches!(r, Err(Error::InvalidEvent { index: 1, .. })), "{r:?}"),
+            (0, r) => assert!(
+                matches!(
+                    r,
+                    Err(Error::Conflict {
+                        actual: StreamVersion(1),
+                        ..
+                    })
+                ),
+                "{r:?}"
+            ),
+            (1, r) => assert!(
+                matches!(r, Err(Error::InvalidEvent { index: 1, .. })),
+                "{r:?}"
+            ),
             (2, r) => assert!(matches!(r, Err(Error::CommandIdReused { .. })), "{r:?}"),
             (i, r) => {
                 let a = r.unwrap_or_else(|e| panic!("caller {i} failed: {e}"));
@@ -811,8 +1121,17 @@ pub async fn one_bad_caller_does_not_fail_the_others<B: Backend>() {
             }
         }
     }
-    assert_eq!(store.stream_version(&existing).await.expect("version"), StreamVersion(1));
-    assert_eq!(store.stream_version(&stream("mixed", "big")).await.expect("version"), StreamVersion(0));
+    assert_eq!(
+        store.stream_version(&existing).await.expect("version"),
+        StreamVersion(1)
+    );
+    assert_eq!(
+        store
+            .stream_version(&stream("mixed", "big"))
+            .await
+            .expect("version"),
+        StreamVersion(0)
+    );
 }
 
 /// Case 21: a stored payload that no longer decodes, or an unknown type, is a typed error
@@ -826,15 +1145,34 @@ pub async fn undecodable_records_are_typed_errors_naming_where<B: Backend>() {
         NewEvent::raw("Retired", 1, b"{}".to_vec()),
         event(4),
     ];
-    store.append(append(&s, ExpectedVersion::NoStream, evs)).await.expect("append");
-    let records = store.read_stream(&s, StreamVersion(1)).await.expect("reading does not decode payloads");
+    store
+        .append(append(&s, ExpectedVersion::NoStream, evs))
+        .await
+        .expect("append");
+    let records = store
+        .read_stream(&s, StreamVersion(1))
+        .await
+        .expect("reading does not decode payloads");
     assert_eq!(records.len(), 4);
-    assert_eq!(records[0].decode::<Probe>().expect("fine"), Probe::Tested { n: 1 });
-    assert_eq!(records[3].decode::<Probe>().expect("fine"), Probe::Tested { n: 4 });
+    assert_eq!(
+        records[0].decode::<Probe>().expect("fine"),
+        Probe::Tested { n: 1 }
+    );
+    assert_eq!(
+        records[3].decode::<Probe>().expect("fine"),
+        Probe::Tested { n: 4 }
+    );
     for (record, unknown) in [(&records[1], false), (&records[2], true)] {
         let err = record.decode::<Probe>().expect_err("does not decode");
-        assert_eq!(err.position.as_ref(), Some(&record.position), "names the position");
-        assert_eq!(err.stream.as_ref().map(|(s, v)| (s.clone(), *v)), Some((s.clone(), record.version)));
+        assert_eq!(
+            err.position.as_ref(),
+            Some(&record.position),
+            "names the position"
+        );
+        assert_eq!(
+            err.stream.as_ref().map(|(s, v)| (s.clone(), *v)),
+            Some((s.clone(), record.version))
+        );
         assert_eq!(err.event_type, record.event_type);
         match (&err.kind, unknown) {
             (DecodeErrorKind::UnknownType { known }, true) => assert!(known.contains("Tested")),
@@ -859,8 +1197,14 @@ pub async fn undecodable_records_are_typed_errors_naming_where<B: Backend>() {
 pub async fn bad_input_is_refused_and_changes_nothing<B: Backend>() {
     let (_b, store) = fresh::<B>(4).await;
     let good = stream("account", "good");
-    store.append(append(&good, ExpectedVersion::NoStream, events(0..1))).await.expect("set up");
-    let before = store.read_stream(&good, StreamVersion(1)).await.expect("read");
+    store
+        .append(append(&good, ExpectedVersion::NoStream, events(0..1)))
+        .await
+        .expect("set up");
+    let before = store
+        .read_stream(&good, StreamVersion(1))
+        .await
+        .expect("read");
 
     for (kind, id) in [
         ("account", String::new()),
@@ -872,21 +1216,56 @@ pub async fn bad_input_is_refused_and_changes_nothing<B: Backend>() {
     ] {
         let err = StreamId::new(kind, &id).expect_err("refused");
         assert!(
-            matches!(err, IdError::Empty { .. } | IdError::TooLong { .. } | IdError::BadCharacter { .. }),
+            matches!(
+                err,
+                IdError::Empty { .. } | IdError::TooLong { .. } | IdError::BadCharacter { .. }
+            ),
             "{err}"
         );
     }
-    assert!(matches!(StreamId::from_bytes("account", b"ab\xff"), Err(IdError::InvalidUtf8 { .. })));
+    assert!(matches!(
+        StreamId::from_bytes("account", b"ab\xff"),
+        Err(IdError::InvalidUtf8 { .. })
+    ));
     assert!(CommandId::new("x".repeat(limits::MAX_ID_BYTES + 1)).is_err());
 
     let cases: Vec<(Vec<NewEvent>, &str)> = vec![
         (vec![NewEvent::raw("", 1, b"{}".to_vec())], "empty type"),
-        (vec![NewEvent::raw("x".repeat(limits::MAX_NAME_BYTES + 1), 1, b"{}".to_vec())], "long type"),
-        (vec![NewEvent::raw("Drop'Table", 1, b"{}".to_vec())], "type with a quote"),
-        (vec![NewEvent::raw("T", 0, b"{}".to_vec())], "schema version 0"),
-        (vec![NewEvent::raw("T", 1, vec![0; limits::MAX_PAYLOAD_BYTES + 1])], "big payload"),
-        (vec![NewEvent::raw("T", 1, b"{}".to_vec()).with_metadata("k", "v".repeat(limits::MAX_METADATA_BYTES))], "big metadata"),
-        (events(0..limits::MAX_EVENTS_PER_APPEND as u64 + 1), "too many events"),
+        (
+            vec![NewEvent::raw(
+                "x".repeat(limits::MAX_NAME_BYTES + 1),
+                1,
+                b"{}".to_vec(),
+            )],
+            "long type",
+        ),
+        (
+            vec![NewEvent::raw("Drop'Table", 1, b"{}".to_vec())],
+            "type with a quote",
+        ),
+        (
+            vec![NewEvent::raw("T", 0, b"{}".to_vec())],
+            "schema version 0",
+        ),
+        (
+            vec![NewEvent::raw(
+                "T",
+                1,
+                vec![0; limits::MAX_PAYLOAD_BYTES + 1],
+            )],
+            "big payload",
+        ),
+        (
+            vec![
+                NewEvent::raw("T", 1, b"{}".to_vec())
+                    .with_metadata("k", "v".repeat(limits::MAX_METADATA_BYTES)),
+            ],
+            "big metadata",
+        ),
+        (
+            events(0..limits::MAX_EVENTS_PER_APPEND as u64 + 1),
+            "too many events",
+        ),
     ];
     for (evs, what) in cases {
         let err = store
@@ -894,17 +1273,40 @@ pub async fn bad_input_is_refused_and_changes_nothing<B: Backend>() {
             .await
             .expect_err(what);
         assert!(
-            matches!(err, Error::InvalidEvent { .. } | Error::TooManyEvents { .. }),
+            matches!(
+                err,
+                Error::InvalidEvent { .. } | Error::TooManyEvents { .. }
+            ),
             "{what}: {err}"
         );
     }
     for n in [0, limits::MAX_PARTITIONS + 1] {
-        let err = store.ensure_topic(&Topic::new("bad-count").expect("topic"), n).await.expect_err("refused");
+        let err = store
+            .ensure_topic(&Topic::new("bad-count").expect("topic"), n)
+            .await
+            .expect_err("refused");
         assert!(matches!(err, Error::BadPartitionCount { .. }), "{err}");
     }
-    assert_eq!(store.read_stream(&good, StreamVersion(1)).await.expect("read"), before, "nothing changed");
-    let topics: HashSet<String> = store.topics().await.expect("topics").into_iter().map(|t| t.topic.to_string()).collect();
-    assert_eq!(topics, HashSet::from(["account".to_owned()]), "no topic created by refused input");
+    assert_eq!(
+        store
+            .read_stream(&good, StreamVersion(1))
+            .await
+            .expect("read"),
+        before,
+        "nothing changed"
+    );
+    let topics: HashSet<String> = store
+        .topics()
+        .await
+        .expect("topics")
+        .into_iter()
+        .map(|t| t.topic.to_string())
+        .collect();
+    assert_eq!(
+        topics,
+        HashSet::from(["account".to_owned()]),
+        "no topic created by refused input"
+    );
 }
 
 /// Case 20, in-process part: everything acknowledged before a close is there after reopening,
@@ -919,7 +1321,10 @@ pub async fn acknowledged_appends_survive_reopening<B: Backend>() {
             let mut acked = Vec::new();
             for i in 0..20 {
                 let s = stream("durable", &format!("t{t}-{}", i % 3));
-                let a = store.append(append(&s, ExpectedVersion::Any, events(i..i + 2))).await.expect("append");
+                let a = store
+                    .append(append(&s, ExpectedVersion::Any, events(i..i + 2)))
+                    .await
+                    .expect("append");
                 acked.push(a);
             }
             acked
@@ -936,13 +1341,27 @@ pub async fn acknowledged_appends_survive_reopening<B: Backend>() {
     backend.close(store).await;
     let store = backend.open().await;
     if !durable {
-        assert!(store.topics().await.expect("topics").is_empty(), "a non-durable store starts empty");
+        assert!(
+            store.topics().await.expect("topics").is_empty(),
+            "a non-durable store starts empty"
+        );
         return;
     }
     for a in &acked {
-        let read = store.read_stream(&a.stream, a.first_version).await.expect("read");
-        let offsets: Vec<Offset> = read.iter().take(a.offsets.len()).map(crate::RecordedEvent::offset).collect();
-        assert_eq!(offsets, a.offsets, "acknowledged append to {} is where it was acknowledged", a.stream);
+        let read = store
+            .read_stream(&a.stream, a.first_version)
+            .await
+            .expect("read");
+        let offsets: Vec<Offset> = read
+            .iter()
+            .take(a.offsets.len())
+            .map(crate::RecordedEvent::offset)
+            .collect();
+        assert_eq!(
+            offsets, a.offsets,
+            "acknowledged append to {} is where it was acknowledged",
+            a.stream
+        );
     }
     backend.close(store).await;
 }

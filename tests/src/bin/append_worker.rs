@@ -19,9 +19,16 @@ const TASKS: u64 = 4;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or_else(|| anyhow::anyhow!("usage: append_worker DB ROUND"))?;
+    let path = args
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("usage: append_worker DB ROUND"))?;
     let round: u64 = args.next().unwrap_or_default().parse()?;
-    let store = Arc::new(SqliteStore::builder(&path).default_partitions(2).open().await?);
+    let store = Arc::new(
+        SqliteStore::builder(&path)
+            .default_partitions(2)
+            .open()
+            .await?,
+    );
     let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let mut tasks = Vec::new();
     for task in 0..TASKS {

@@ -252,11 +252,12 @@ impl SqliteStore {
         {
             return Ok(n);
         }
-        let n: Option<i64> = sqlx::query_scalar("SELECT partitions FROM keel_topics WHERE topic = ?")
-            .bind(topic.as_str())
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(|e| Error::backend("read topics", e))?;
+        let n: Option<i64> =
+            sqlx::query_scalar("SELECT partitions FROM keel_topics WHERE topic = ?")
+                .bind(topic.as_str())
+                .fetch_optional(&self.readers)
+                .await
+                .map_err(|e| Error::backend("read topics", e))?;
         let n = n
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| Error::UnknownTopic {
@@ -294,7 +295,11 @@ impl EventStore for SqliteStore {
         self.send(|reply| Job::Append { request, reply }).await
     }
 
-    async fn read_stream(&self, stream: &StreamId, from: StreamVersion) -> Result<Vec<RecordedEvent>> {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+    ) -> Result<Vec<RecordedEvent>> {
         let sql = format!(
             "SELECT {} FROM keel_events WHERE topic = ? AND stream_id = ? AND version >= ? ORDER BY version",
             row::COLUMNS
@@ -310,19 +315,24 @@ impl EventStore for SqliteStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion> {
-        let v: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM keel_streams WHERE topic = ? AND stream_id = ?")
-                .bind(stream.kind())
-                .bind(stream.id())
-                .fetch_optional(&self.readers)
-                .await
-                .map_err(|e| Error::backend("read a stream version", e))?;
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT version FROM keel_streams WHERE topic = ? AND stream_id = ?",
+        )
+        .bind(stream.kind())
+        .bind(stream.id())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| Error::backend("read a stream version", e))?;
         Ok(StreamVersion(
             v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
         ))
     }
 
-    async fn command(&self, stream: &StreamId, command: &CommandId) -> Result<Option<CommandRecord>> {
+    async fn command(
+        &self,
+        stream: &StreamId,
+        command: &CommandId,
+    ) -> Result<Option<CommandRecord>> {
         let row = sqlx::query(
             "SELECT fingerprint, part, first_version, first_offset, count FROM keel_commands \
              WHERE topic = ? AND stream_id = ? AND command_id = ?",
@@ -364,13 +374,14 @@ impl EventStore for SqliteStore {
 
     async fn head(&self, topic: &Topic, partition: Partition) -> Result<Offset> {
         self.check_partition(topic, partition).await?;
-        let next: Option<i64> =
-            sqlx::query_scalar("SELECT next_offset FROM keel_partitions WHERE topic = ? AND part = ?")
-                .bind(topic.as_str())
-                .bind(i64::from(partition.0))
-                .fetch_optional(&self.readers)
-                .await
-                .map_err(|e| Error::backend("read a partition head", e))?;
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT next_offset FROM keel_partitions WHERE topic = ? AND part = ?",
+        )
+        .bind(topic.as_str())
+        .bind(i64::from(partition.0))
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| Error::backend("read a partition head", e))?;
         Ok(Offset(
             next.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
         ))

@@ -61,9 +61,7 @@ pub(super) fn record(row: &SqliteRow) -> Result<RecordedEvent> {
         .map_err(|e| corrupt(format!("metadata: {e}")))?;
     let metadata = match metadata.as_deref() {
         None | Some("") => Metadata::new(),
-        Some(json) => {
-            serde_json::from_str(json).map_err(|e| corrupt(format!("metadata: {e}")))?
-        }
+        Some(json) => serde_json::from_str(json).map_err(|e| corrupt(format!("metadata: {e}")))?,
     };
     Ok(RecordedEvent {
         position: Position {

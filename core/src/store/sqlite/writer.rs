@@ -18,9 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::envelope::Fingerprint;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
 use crate::store::ledger::{Decision, Ledger};
-use crate::store::{
-    AppendRequest, Appended, CommandRecord, Error, Result, TopicInfo, validate,
-};
+use crate::store::{AppendRequest, Appended, CommandRecord, Error, Result, TopicInfo, validate};
 
 /// Work for the writer.
 pub(super) enum Job {
@@ -273,7 +271,9 @@ impl Writer {
                  first_offset, count FROM keel_commands WHERE (topic, stream_id, command_id) IN (",
             );
             q.push_values(&commands, |mut b, (s, c)| {
-                b.push_bind(s.kind()).push_bind(s.id()).push_bind(c.as_str());
+                b.push_bind(s.kind())
+                    .push_bind(s.id())
+                    .push_bind(c.as_str());
             });
             q.push(")");
             let by_key: HashMap<(&str, &str, &str), (&StreamId, &CommandId)> = commands
@@ -319,7 +319,9 @@ impl Writer {
                     .events
                     .iter()
                     .zip(appended.offsets.iter().zip(appended.versions()))
-                    .map(move |(event, (offset, version))| (*request, *appended, event, *offset, version))
+                    .map(move |(event, (offset, version))| {
+                        (*request, *appended, event, *offset, version)
+                    })
             })
             .collect();
         for chunk in rows.chunks(ROWS_PER_INSERT) {
@@ -328,27 +330,34 @@ impl Writer {
                  schema_version, payload, event_id, command_id, correlation_id, causation_id, \
                  timestamp, metadata) ",
             );
-            q.push_values(chunk, |mut b, (request, appended, event, offset, version)| {
-                let command = request.command.as_ref();
-                b.push_bind(request.stream.kind())
-                    .push_bind(i64::from(appended.partition.0))
-                    .push_bind(to_i64(offset.0))
-                    .push_bind(request.stream.id())
-                    .push_bind(to_i64(version.0))
-                    .push_bind(event.event_type.as_str())
-                    .push_bind(i64::from(event.schema_version))
-                    .push_bind(event.payload.as_slice())
-                    .push_bind(event.event_id.as_bytes().as_slice())
-                    .push_bind(command.map(|c| c.id.as_str()))
-                    .push_bind(command.and_then(|c| c.correlation_id.map(|u| u.as_bytes().to_vec())))
-                    .push_bind(command.and_then(|c| c.causation_id.map(|u| u.as_bytes().to_vec())))
-                    .push_bind(event.timestamp.0)
-                    .push_bind(
-                        validate::metadata_json(event)
-                            .ok()
-                            .filter(|m| !m.is_empty()),
-                    );
-            });
+            q.push_values(
+                chunk,
+                |mut b, (request, appended, event, offset, version)| {
+                    let command = request.command.as_ref();
+                    b.push_bind(request.stream.kind())
+                        .push_bind(i64::from(appended.partition.0))
+                        .push_bind(to_i64(offset.0))
+                        .push_bind(request.stream.id())
+                        .push_bind(to_i64(version.0))
+                        .push_bind(event.event_type.as_str())
+                        .push_bind(i64::from(event.schema_version))
+                        .push_bind(event.payload.as_slice())
+                        .push_bind(event.event_id.as_bytes().as_slice())
+                        .push_bind(command.map(|c| c.id.as_str()))
+                        .push_bind(
+                            command.and_then(|c| c.correlation_id.map(|u| u.as_bytes().to_vec())),
+                        )
+                        .push_bind(
+                            command.and_then(|c| c.causation_id.map(|u| u.as_bytes().to_vec())),
+                        )
+                        .push_bind(event.timestamp.0)
+                        .push_bind(
+                            validate::metadata_json(event)
+                                .ok()
+                                .filter(|m| !m.is_empty()),
+                        );
+                },
+            );
             q.build().execute(&mut self.conn).await?;
         }
         Ok(())
@@ -361,8 +370,9 @@ impl Writer {
     ) -> sqlx::Result<()> {
         let streams: Vec<(&StreamId, Partition)> =
             dedup(writes.iter().map(|(r, a)| (&r.stream, a.partition)));
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO keel_streams (topic, stream_id, version, part) ");
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO keel_streams (topic, stream_id, version, part) ",
+        );
         q.push_values(&streams, |mut b, (s, p)| {
             let version = ledger.streams.get(*s).copied().unwrap_or_default();
             b.push_bind(s.kind())
@@ -374,7 +384,10 @@ impl Writer {
         q.build().execute(&mut self.conn).await.map(|_| ())
     }
 
-    async fn insert_commands(&mut self, writes: &[(&AppendRequest, &Appended)]) -> sqlx::Result<()> {
+    async fn insert_commands(
+        &mut self,
+        writes: &[(&AppendRequest, &Appended)],
+    ) -> sqlx::Result<()> {
         let commands: Vec<_> = writes
             .iter()
             .filter_map(|(r, a)| r.command.as_ref().map(|c| (*r, *a, c)))

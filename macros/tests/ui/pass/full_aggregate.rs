@@ -100,7 +100,10 @@ impl Account {
             return Err(AccountError::Insufficient);
         }
         Ok(if split {
-            vec![AccountEvent::Withdrawn(amount / 2), AccountEvent::Withdrawn(amount - amount / 2)]
+            vec![
+                AccountEvent::Withdrawn(amount / 2),
+                AccountEvent::Withdrawn(amount - amount / 2),
+            ]
         } else {
             vec![AccountEvent::Withdrawn(amount)]
         })
@@ -141,7 +144,6 @@ fn context_of<A: Handle>(_: &A) -> &'static str {
 }
 
 fn main() {
-    assert_eq!(1, 2);
     events();
     commands();
     handlers();
@@ -150,13 +152,36 @@ fn main() {
 fn events() {
     assert_eq!(
         AccountEvent::EVENT_TYPES,
-        &["Opened", "account.deposited", "Withdrawn", "Reserved", "Closed"]
+        &[
+            "Opened",
+            "account.deposited",
+            "Withdrawn",
+            "Reserved",
+            "Closed"
+        ]
     );
     let cases = [
-        (AccountEvent::Opened { owner: "ada".into() }, "Opened", 2, r#"{"owner":"ada"}"#),
-        (AccountEvent::Deposited { amount: 5 }, "account.deposited", 3, r#"{"amount":5}"#),
+        (
+            AccountEvent::Opened {
+                owner: "ada".into(),
+            },
+            "Opened",
+            2,
+            r#"{"owner":"ada"}"#,
+        ),
+        (
+            AccountEvent::Deposited { amount: 5 },
+            "account.deposited",
+            3,
+            r#"{"amount":5}"#,
+        ),
         (AccountEvent::Withdrawn(4), "Withdrawn", 2, "4"),
-        (AccountEvent::Reserved(1, "x".into()), "Reserved", 1, r#"[1,"x"]"#),
+        (
+            AccountEvent::Reserved(1, "x".into()),
+            "Reserved",
+            1,
+            r#"[1,"x"]"#,
+        ),
         (AccountEvent::Closed, "Closed", 2, "null"),
     ];
     for (event, event_type, version, json) in cases {
@@ -169,7 +194,10 @@ fn events() {
     }
     let unknown = AccountEvent::decode("Deposited", 3, b"{}").expect_err("not a type name");
     assert_eq!(unknown.event_type, "Deposited");
-    assert!(matches!(unknown.kind, keel::DecodeErrorKind::UnknownType { .. }));
+    assert!(matches!(
+        unknown.kind,
+        keel::DecodeErrorKind::UnknownType { .. }
+    ));
     let bad = AccountEvent::decode("Opened", 2, b"{}").expect_err("owner is missing");
     assert!(matches!(bad.kind, keel::DecodeErrorKind::Payload(_)));
     assert_eq!(<Account as Aggregate>::KIND, "account");
@@ -202,7 +230,15 @@ fn commands() {
     assert!(serde_json::from_str::<AccountCommand>(r#"{"command":"ensure_open"}"#).is_err());
 
     let schema = serde_json::to_string(&schemars::schema_for!(AccountCommand)).expect("schema");
-    for name in ["open", "deposit", "withdraw_all", "pay_out", "reserve", "close", "Puts money in."] {
+    for name in [
+        "open",
+        "deposit",
+        "withdraw_all",
+        "pay_out",
+        "reserve",
+        "close",
+        "Puts money in.",
+    ] {
         assert!(schema.contains(name), "{name} missing from {schema}");
     }
 }
@@ -226,9 +262,20 @@ fn handlers() {
         let mut account = Account::default();
         assert_eq!(context_of(&account), std::any::type_name::<Services>());
 
-
-        let opened = run(&account, &services, AccountCommand::Open { owner: "ada".into() }).await;
-        assert_eq!(opened, Ok(vec![AccountEvent::Opened { owner: "ada".into() }]));
+        let opened = run(
+            &account,
+            &services,
+            AccountCommand::Open {
+                owner: "ada".into(),
+            },
+        )
+        .await;
+        assert_eq!(
+            opened,
+            Ok(vec![AccountEvent::Opened {
+                owner: "ada".into()
+            }])
+        );
         account.apply_all(opened.as_ref().expect("opened"));
 
         let deposited = run(&account, &services, AccountCommand::Deposit { amount: 10 }).await;
@@ -236,17 +283,49 @@ fn handlers() {
         account.apply_all(deposited.as_ref().expect("deposited"));
         assert_eq!(account.balance, 10);
 
-        let paid = run(&account, &services, AccountCommand::PayOut { amount: 4, split: true }).await;
+        let paid = run(
+            &account,
+            &services,
+            AccountCommand::PayOut {
+                amount: 4,
+                split: true,
+            },
+        )
+        .await;
         assert_eq!(
             paid,
             Ok(vec![AccountEvent::Withdrawn(2), AccountEvent::Withdrawn(2)])
         );
-        let too_much = run(&account, &services, AccountCommand::PayOut { amount: 11, split: false }).await;
+        let too_much = run(
+            &account,
+            &services,
+            AccountCommand::PayOut {
+                amount: 11,
+                split: false,
+            },
+        )
+        .await;
         assert_eq!(too_much, Err(AccountError::Insufficient));
 
-        let reserved = run(&account, &services, AccountCommand::Reserve { item: "bolt".into(), qty: 2 }).await;
+        let reserved = run(
+            &account,
+            &services,
+            AccountCommand::Reserve {
+                item: "bolt".into(),
+                qty: 2,
+            },
+        )
+        .await;
         assert_eq!(reserved, Ok(vec![AccountEvent::Reserved(2, "bolt".into())]));
-        let refused = run(&account, &services, AccountCommand::Reserve { item: "nut".into(), qty: 9 }).await;
+        let refused = run(
+            &account,
+            &services,
+            AccountCommand::Reserve {
+                item: "nut".into(),
+                qty: 9,
+            },
+        )
+        .await;
         assert_eq!(refused, Err(AccountError::Inventory("only 3 left".into())));
 
         let all = run(&account, &services, AccountCommand::WithdrawAll).await;

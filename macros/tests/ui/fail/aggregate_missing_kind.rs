@@ -1,0 +1,21 @@
+use keel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+enum AccountEvent {
+    Deposited { amount: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("rejected")]
+struct AccountError;
+
+#[derive(Aggregate, Default)]
+#[aggregate(event = AccountEvent, error = AccountError)]
+struct Account;
+
+impl Apply<AccountEvent> for Account {
+    fn apply(&mut self, _event: &AccountEvent) {}
+}
+
+fn main() {}
