@@ -16,4 +16,6 @@ pub mod book {
     pub mod commands {}
     #[doc = include_str!("../../book/src/testing.md")]
     pub mod testing {}
+    #[doc = include_str!("../../book/src/bank.md")]
+    pub mod bank {}
 }

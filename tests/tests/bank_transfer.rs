@@ -2,9 +2,29 @@
 //! transfer id, refused up front when nothing can move, and honest about the case they do not
 //! make atomic (money left the source, the deposit failed).
 
-use bank::{AccountError, Bank, TransferError};
+use bank::TransferError;
+use bank::{AccountCommand, AccountError, Bank, TRANSFER_FROM, TRANSFER_ID, TRANSFER_TO};
 use keel::repository::Error;
-use keel::{CommandId, StreamVersion};
+use keel::{CommandId, CommandOptions, Metadata, StreamVersion};
+
+/// Commits only the first leg of transfer `t1` (30 from alice to bob), exactly as a run that
+/// stopped between the legs leaves the log.
+async fn first_leg_only(bank: &Bank) -> anyhow::Result<()> {
+    let metadata = Metadata::from([
+        (TRANSFER_ID.to_owned(), "t1".to_owned()),
+        (TRANSFER_FROM.to_owned(), "alice".to_owned()),
+        (TRANSFER_TO.to_owned(), "bob".to_owned()),
+    ]);
+    let options = CommandOptions {
+        command_id: Some(CommandId::new("t1-out")?),
+        metadata,
+        ..CommandOptions::default()
+    };
+    bank.accounts()
+        .execute_with("alice", AccountCommand::Withdraw { amount: 30 }, options)
+        .await?;
+    Ok(())
+}
 
 /// A bank on a fresh SQLite file with `alice` (100, no overdraft) and `bob` (empty) open.
 async fn bank() -> anyhow::Result<(tempfile::TempDir, Bank)> {
@@ -122,8 +142,7 @@ async fn a_transfer_id_too_long_for_its_legs_is_refused() -> anyhow::Result<()> 
 async fn a_half_done_transfer_reports_the_money_in_flight_and_never_withdraws_twice()
 -> anyhow::Result<()> {
     let (_dir, bank) = bank().await?;
-    bank.withdraw("alice", 30, Some(CommandId::new("t1-out")?))
-        .await?;
+    first_leg_only(&bank).await?;
     bank.close_account("bob", None).await?;
 
     for _ in 0..2 {
@@ -154,13 +173,12 @@ async fn a_half_done_transfer_reports_the_money_in_flight_and_never_withdraws_tw
     Ok(())
 }
 
-/// The other half of that case: the deposit failed for a reason that passes (here, the leg
-/// had not run yet), and running the transfer again finishes it.
+/// The other half of that case: the process stopped after the withdrawal, and running the
+/// transfer again finishes it.
 #[tokio::test]
 async fn running_a_half_done_transfer_again_finishes_it() -> anyhow::Result<()> {
     let (_dir, bank) = bank().await?;
-    bank.withdraw("alice", 30, Some(CommandId::new("t1-out")?))
-        .await?;
+    first_leg_only(&bank).await?;
     assert_eq!(balances(&bank).await?, (70, 0));
 
     let finished = bank
@@ -172,5 +190,59 @@ async fn running_a_half_done_transfer_again_finishes_it() -> anyhow::Result<()> 
     );
     assert!(!finished.deposited.replayed);
     assert_eq!(balances(&bank).await?, (70, 30));
+    Ok(())
+}
+
+/// A transfer id names one transfer. Reused for other accounts or another amount, replaying
+/// one leg and running the other would create or destroy money: it is refused instead.
+#[tokio::test]
+async fn a_transfer_id_reused_for_another_transfer_moves_nothing() -> anyhow::Result<()> {
+    let (_dir, bank) = bank().await?;
+    bank.open("carol", "Carol", 0, None).await?;
+    bank.deposit("carol", 100, None).await?;
+    let id = CommandId::new("t1")?;
+    bank.transfer("alice", "bob", 30, &id).await?;
+    let versions = |bank: &Bank| {
+        let bank = bank.clone();
+        async move {
+            let mut versions = Vec::new();
+            for account in ["alice", "bob", "carol"] {
+                versions.push(bank.account(account).await?.version);
+            }
+            anyhow::Ok(versions)
+        }
+    };
+    let before = versions(&bank).await?;
+
+    for (from, to, amount) in [
+        ("alice", "carol", 30), // the withdrawal would replay: carol would get money from nowhere
+        ("carol", "bob", 30),   // the deposit would replay: carol's money would vanish
+        ("alice", "bob", 31),   // another amount
+    ] {
+        let reused = bank.transfer(from, to, amount, &id).await;
+        assert!(
+            matches!(&reused, Err(TransferError::IdReused { transfer_id }) if *transfer_id == id),
+            "{from} -> {to} {amount}: {reused:?}"
+        );
+    }
+    assert_eq!(versions(&bank).await?, before);
+    assert_eq!(balances(&bank).await?, (70, 30));
+    assert_eq!(bank.account("carol").await?.state.balance(), 100);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_transfer_leg_names_the_transfer_in_its_metadata() -> anyhow::Result<()> {
+    let (_dir, bank) = bank().await?;
+    bank.transfer("alice", "bob", 30, &CommandId::new("t1")?)
+        .await?;
+    for account in ["alice", "bob"] {
+        let statement = bank.show(account).await?;
+        let leg = statement.lines.last().expect("the leg is in the statement");
+        let get = |key| leg.metadata.get(key).map(String::as_str);
+        assert_eq!(get(TRANSFER_ID), Some("t1"), "{account}");
+        assert_eq!(get(TRANSFER_FROM), Some("alice"), "{account}");
+        assert_eq!(get(TRANSFER_TO), Some("bob"), "{account}");
+    }
     Ok(())
 }

@@ -1,1 +1,539 @@
-fn main() {}
+//! The bank example's command line: accounts event-sourced with keel in a SQLite file.
+//!
+//! Without a subcommand it runs a short scripted scenario on `bank.db` in the working
+//! directory (`--db PATH` or `BANK_DB` to choose another file): it opens `alice` and `bob`,
+//! moves money, transfers, shows a refusal, and prints the balances. Run it twice and the
+//! second run starts from where the first left off: the log is the state.
+//!
+//! ```text
+//! cargo run -p bank                              # the scenario
+//! cargo run -p bank -- open carol Carol --overdraft 50
+//! cargo run -p bank -- deposit carol 20 --command-id pay-17
+//! cargo run -p bank -- transfer carol alice 10 --id rent-2025-01
+//! cargo run -p bank -- show carol
+//! ```
+//!
+//! Exit codes: 0 on success, 1 when the bank refuses a command (or the file fails), 2 for a
+//! usage error such as an amount that is not a positive whole number.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use bank::{Account, AccountEvent, Bank, TransferError};
+use clap::{Parser, Subcommand};
+use keel::{Aggregate as _, CommandId, Committed, EventStore as _, Partition, StreamId, Topic};
+
+/// Accounts, deposits, withdrawals and transfers, event-sourced with keel in a SQLite file.
+///
+/// Without a subcommand, runs a short scripted scenario.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// The SQLite file holding the log (created if missing).
+    #[arg(long, env = "BANK_DB", default_value = "bank.db", global = true)]
+    db: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Opens an account.
+    Open {
+        /// The account id.
+        #[arg(value_parser = parse_account)]
+        account: String,
+        /// Who owns it.
+        owner: String,
+        /// How far below zero the balance may go.
+        #[arg(long, default_value_t = 0)]
+        overdraft: u64,
+        /// Makes the command idempotent: running it again with this id changes nothing.
+        #[arg(long)]
+        command_id: Option<CommandId>,
+    },
+    /// Puts money into an account.
+    Deposit {
+        /// The account id.
+        #[arg(value_parser = parse_account)]
+        account: String,
+        /// A positive whole number.
+        #[arg(value_parser = parse_amount, allow_negative_numbers = true)]
+        amount: u64,
+        /// Makes the command idempotent: running it again with this id changes nothing.
+        #[arg(long)]
+        command_id: Option<CommandId>,
+    },
+    /// Takes money out of an account, down to its overdraft limit.
+    Withdraw {
+        /// The account id.
+        #[arg(value_parser = parse_account)]
+        account: String,
+        /// A positive whole number.
+        #[arg(value_parser = parse_amount, allow_negative_numbers = true)]
+        amount: u64,
+        /// Makes the command idempotent: running it again with this id changes nothing.
+        #[arg(long)]
+        command_id: Option<CommandId>,
+    },
+    /// Closes an account whose balance is 0.
+    Close {
+        /// The account id.
+        #[arg(value_parser = parse_account)]
+        account: String,
+        /// Makes the command idempotent: running it again with this id changes nothing.
+        #[arg(long)]
+        command_id: Option<CommandId>,
+    },
+    /// Shows an account's balance, status, version and events.
+    Show {
+        /// The account id.
+        #[arg(value_parser = parse_account)]
+        account: String,
+    },
+    /// Moves money from one account to another (idempotent per transfer id, not atomic).
+    Transfer {
+        /// The account the money leaves.
+        #[arg(value_parser = parse_account)]
+        from: String,
+        /// The account the money reaches.
+        #[arg(value_parser = parse_account)]
+        to: String,
+        /// A positive whole number.
+        #[arg(value_parser = parse_amount, allow_negative_numbers = true)]
+        amount: u64,
+        /// The transfer's id; running the transfer again with it never moves the money twice.
+        /// A fresh one is made (and printed) when missing.
+        #[arg(long)]
+        id: Option<CommandId>,
+    },
+}
+
+/// Parses an amount: a whole number from 1 to [`bank::MAX_AMOUNT`].
+fn parse_amount(text: &str) -> Result<u64, String> {
+    let refuse = || format!("amount must be a positive whole number, got {text:?}");
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(refuse());
+    }
+    match text.parse::<u64>() {
+        Ok(0) => Err(refuse()),
+        Ok(amount) if amount <= bank::MAX_AMOUNT => Ok(amount),
+        Ok(_) | Err(_) => Err(format!(
+            "amount {text:?} is too large; the most is {}",
+            bank::MAX_AMOUNT
+        )),
+    }
+}
+
+/// Checks an account id is a valid stream id.
+fn parse_account(text: &str) -> Result<String, String> {
+    StreamId::new(Account::KIND, text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("not a valid account id: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let bank = Bank::open_sqlite(&cli.db)
+        .await
+        .with_context(|| format!("cannot open {}", cli.db.display()))?;
+    let result = match cli.command {
+        None => scenario(&bank, &cli.db).await,
+        Some(command) => execute(&bank, command).await,
+    };
+    bank.close().await;
+    result
+}
+
+async fn execute(bank: &Bank, command: Cmd) -> anyhow::Result<()> {
+    match command {
+        Cmd::Open {
+            account,
+            owner,
+            overdraft,
+            command_id,
+        } => {
+            let committed = (bank
+                .open(&account, owner.as_str(), overdraft, command_id)
+                .await)
+                .map_err(refusal)
+                .with_context(|| format!("cannot open account {account}"))?;
+            let verb = if committed.replayed {
+                "was already opened by this command id"
+            } else {
+                "opened"
+            };
+            println!(
+                "account {account} {verb} for {owner} (overdraft limit {overdraft}), version {}",
+                committed.version
+            );
+        }
+        Cmd::Deposit {
+            account,
+            amount,
+            command_id,
+        } => {
+            let committed = (bank.deposit(&account, amount, command_id).await)
+                .map_err(refusal)
+                .with_context(|| format!("cannot deposit {amount} into {account}"))?;
+            report(
+                bank,
+                &format!("deposited {amount} into"),
+                &account,
+                &committed,
+            )
+            .await?;
+        }
+        Cmd::Withdraw {
+            account,
+            amount,
+            command_id,
+        } => {
+            let committed = (bank.withdraw(&account, amount, command_id).await)
+                .map_err(refusal)
+                .with_context(|| format!("cannot withdraw {amount} from {account}"))?;
+            report(
+                bank,
+                &format!("withdrew {amount} from"),
+                &account,
+                &committed,
+            )
+            .await?;
+        }
+        Cmd::Close {
+            account,
+            command_id,
+        } => {
+            let committed = (bank.close_account(&account, command_id).await)
+                .map_err(refusal)
+                .with_context(|| format!("cannot close account {account}"))?;
+            report(bank, "closed", &account, &committed).await?;
+        }
+        Cmd::Show { account } => show(bank, &account).await?,
+        Cmd::Transfer {
+            from,
+            to,
+            amount,
+            id,
+        } => {
+            let id = id.unwrap_or_else(CommandId::random);
+            let transfer = (bank.transfer(&from, &to, amount, &id).await)
+                .map_err(transfer_refusal)
+                .with_context(|| format!("cannot transfer {amount} from {from} to {to}"))?;
+            let what = if transfer.replayed() {
+                "was already done: nothing moved"
+            } else {
+                "done"
+            };
+            println!("transfer {id} of {amount} from {from} to {to} {what}");
+            print_balances(bank, &[&from, &to]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The account's own reason for a refusal, without the "command rejected" wrapper.
+fn refusal(error: bank::Error) -> anyhow::Error {
+    match error {
+        keel::repository::Error::Rejected(reason) => reason.into(),
+        other => other.into(),
+    }
+}
+
+fn transfer_refusal(error: TransferError) -> anyhow::Error {
+    match error {
+        TransferError::NothingMoved { account, source } => {
+            refusal(source).context(format!("nothing was transferred (account {account})"))
+        }
+        TransferError::Deposit {
+            from,
+            to,
+            amount,
+            transfer_id,
+            source,
+        } => refusal(source).context(format!(
+            "{amount} left account {from} but did not reach account {to}; \
+             run the transfer again with --id {transfer_id} to finish it"
+        )),
+        other => other.into(),
+    }
+}
+
+/// Prints what a command did and the account's balance now.
+async fn report(
+    bank: &Bank,
+    what: &str,
+    account: &str,
+    committed: &Committed<AccountEvent>,
+) -> anyhow::Result<()> {
+    let state = bank.account(account).await?;
+    let replayed = if committed.replayed {
+        " (already done by this command id: nothing changed)"
+    } else {
+        ""
+    };
+    println!(
+        "{what} account {account} at version {}{replayed}; balance now {}",
+        committed.version,
+        state.state.balance()
+    );
+    Ok(())
+}
+
+async fn show(bank: &Bank, account: &str) -> anyhow::Result<()> {
+    let statement = bank
+        .show(account)
+        .await
+        .with_context(|| format!("cannot read account {account}"))?;
+    let state = &statement.state;
+    println!("account {account}: {}", state.status());
+    if state.status() != bank::AccountStatus::NeverOpened {
+        println!(
+            "  owner {}, overdraft limit {}",
+            state.owner(),
+            state.overdraft_limit()
+        );
+    }
+    println!(
+        "  balance {}, version {}",
+        state.balance(),
+        statement.version
+    );
+    if statement.lines.is_empty() {
+        println!("  no events");
+        return Ok(());
+    }
+    println!("  events:");
+    println!(
+        "    {:<8} {:<10} {:<7} {:<10} {:<40} command",
+        "version", "partition", "offset", "type", "details"
+    );
+    for line in &statement.lines {
+        let mut details = match &line.event {
+            AccountEvent::Opened {
+                owner,
+                overdraft_limit,
+            } => format!("owner {owner}, overdraft limit {overdraft_limit}"),
+            AccountEvent::Deposited { amount } | AccountEvent::Withdrawn { amount } => {
+                format!("amount {amount}")
+            }
+            AccountEvent::Closed => String::new(),
+        };
+        // A transfer's legs name the other account in their metadata; the command id (the
+        // last column) names the transfer.
+        let transfer = |key| line.metadata.get(key).map(String::as_str);
+        match (
+            &line.event,
+            transfer(bank::TRANSFER_FROM),
+            transfer(bank::TRANSFER_TO),
+        ) {
+            (AccountEvent::Withdrawn { .. }, _, Some(to)) => {
+                details.push_str(&format!(", transfer to {to}"));
+            }
+            (AccountEvent::Deposited { .. }, Some(from), _) => {
+                details.push_str(&format!(", transfer from {from}"));
+            }
+            _ => {}
+        }
+        let command = line.command_id.as_ref().map_or("-", CommandId::as_str);
+        println!(
+            "    {:<8} {:<10} {:<7} {:<10} {details:<40} {command}",
+            line.version.to_string(),
+            line.partition.to_string(),
+            line.offset.to_string(),
+            line.event_type
+        );
+    }
+    Ok(())
+}
+
+async fn print_balances(bank: &Bank, accounts: &[&str]) -> anyhow::Result<()> {
+    for account in accounts {
+        let loaded = bank.account(account).await?;
+        println!(
+            "  {account}: balance {}, version {}, {}",
+            loaded.state.balance(),
+            loaded.version,
+            loaded.state.status()
+        );
+    }
+    Ok(())
+}
+
+/// What one scenario run does, so each run moves the balances by the same amounts.
+const ALICE_DEPOSIT: u64 = 100;
+const BOB_DEPOSIT: u64 = 50;
+const ALICE_WITHDRAWAL: u64 = 30;
+const TRANSFER: u64 = 25;
+const ALICE_OVERDRAFT: u64 = 100;
+
+/// Command ids of the scenario's deposits into alice start with this; counting them tells
+/// which run this is.
+const ALICE_DEPOSIT_ID: &str = "scenario-deposit-alice-";
+
+async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
+    let alice = bank.show("alice").await?;
+    let run = 1 + alice
+        .lines
+        .iter()
+        .filter(|line| {
+            line.command_id
+                .as_ref()
+                .is_some_and(|id| id.as_str().starts_with(ALICE_DEPOSIT_ID))
+        })
+        .count();
+    println!(
+        "scenario run {run} on {}: the log holds {} account events, alice is at version {}",
+        db.display(),
+        log_length(bank).await?,
+        alice.version
+    );
+
+    for (account, owner, overdraft) in [("alice", "Alice", ALICE_OVERDRAFT), ("bob", "Bob", 0)] {
+        let id = CommandId::new(format!("scenario-open-{account}"))?;
+        print!("open {account} for {owner} (overdraft limit {overdraft}): ");
+        match bank.open(account, owner, overdraft, Some(id)).await {
+            Ok(committed) if committed.replayed => {
+                println!("already open (command replayed, nothing written)");
+            }
+            Ok(committed) => println!("opened at version {}", committed.version),
+            Err(keel::repository::Error::Rejected(bank::AccountError::AlreadyOpen)) => {
+                println!("already open (opened by another command)");
+            }
+            Err(e) => return Err(refusal(e).context(format!("cannot open {account}"))),
+        }
+    }
+
+    let fresh = |prefix: &str| CommandId::new(format!("{prefix}{}", CommandId::random()));
+    let steps = [
+        ("deposit", "into", "alice", ALICE_DEPOSIT, ALICE_DEPOSIT_ID),
+        (
+            "deposit",
+            "into",
+            "bob",
+            BOB_DEPOSIT,
+            "scenario-deposit-bob-",
+        ),
+        (
+            "withdraw",
+            "from",
+            "alice",
+            ALICE_WITHDRAWAL,
+            "scenario-withdraw-alice-",
+        ),
+    ];
+    for (verb, preposition, account, amount, id_prefix) in steps {
+        // A fresh command id each run: these move the balances every time.
+        let id = Some(fresh(id_prefix)?);
+        let committed = if verb == "deposit" {
+            bank.deposit(account, amount, id).await
+        } else {
+            bank.withdraw(account, amount, id).await
+        };
+        let committed = committed
+            .map_err(refusal)
+            .with_context(|| format!("cannot {verb} {amount} {preposition} {account}"))?;
+        let balance = bank.account(account).await?.state.balance();
+        println!(
+            "{verb} {amount} {preposition} {account}: balance {balance}, version {}",
+            committed.version
+        );
+    }
+
+    let transfer_id = fresh("scenario-transfer-")?;
+    let transfer = (bank.transfer("alice", "bob", TRANSFER, &transfer_id).await)
+        .map_err(transfer_refusal)
+        .context("cannot transfer from alice to bob")?;
+    let (alice, bob) = (bank.account("alice").await?, bank.account("bob").await?);
+    println!(
+        "transfer {TRANSFER} from alice to bob: alice balance {} (version {}), bob balance {} \
+         (version {})",
+        alice.state.balance(),
+        transfer.withdrawn.version,
+        bob.state.balance(),
+        transfer.deposited.version
+    );
+    let again = (bank.transfer("alice", "bob", TRANSFER, &transfer_id).await)
+        .map_err(transfer_refusal)
+        .context("cannot retry the transfer")?;
+    println!(
+        "the same transfer again (same id): {}",
+        if again.replayed() {
+            "replayed from the log, nothing moved"
+        } else {
+            "moved money again (a bug!)"
+        }
+    );
+
+    let alice = bank.account("alice").await?.state;
+    // One more than alice may take: her balance plus her overdraft limit, plus 1.
+    let available = i128::from(alice.balance()) + i128::from(alice.overdraft_limit());
+    let too_much = u64::try_from(available + 1).unwrap_or(u64::MAX).max(1);
+    print!(
+        "withdraw {too_much} from alice (balance {}, overdraft limit {}): ",
+        alice.balance(),
+        alice.overdraft_limit()
+    );
+    match bank.withdraw("alice", too_much, None).await {
+        Ok(_) => println!("accepted (a bug!)"),
+        Err(e) => println!("refused: {:#}", refusal(e)),
+    }
+
+    println!("balances after run {run}:");
+    print_balances(bank, &["alice", "bob"]).await
+}
+
+/// How many events the `account` topic holds: the sum of its partitions' heads (offsets are
+/// dense from 0 on SQLite).
+async fn log_length(bank: &Bank) -> anyhow::Result<u64> {
+    let store = bank.accounts().store();
+    let topic = Topic::new(Account::KIND)?;
+    let Some(info) = store
+        .topics()
+        .await?
+        .into_iter()
+        .find(|info| info.topic == topic)
+    else {
+        return Ok(0);
+    };
+    let mut total = 0;
+    for partition in 0..info.partitions {
+        total += store.head(&topic, Partition(partition)).await?.0;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_amount;
+
+    #[test]
+    fn amounts_are_whole_numbers_from_1_to_the_largest_balance() {
+        assert_eq!(parse_amount("1"), Ok(1));
+        assert_eq!(parse_amount("9223372036854775807"), Ok(bank::MAX_AMOUNT));
+        for refused in ["0", "-5", "abc", "+5", " 5", "1.5", "", "1e3"] {
+            let message = parse_amount(refused).expect_err(refused);
+            assert_eq!(
+                message,
+                format!("amount must be a positive whole number, got {refused:?}")
+            );
+        }
+        for too_large in ["9223372036854775808", "99999999999999999999999"] {
+            let message = parse_amount(too_large).expect_err(too_large);
+            assert!(message.contains("too large"), "{message}");
+        }
+    }
+}
