@@ -8,7 +8,9 @@
 //!   [`AccountCommand`] and why a command is refused ([`AccountError`]);
 //! - [`bank`]: the [`Bank`] service: idempotent account commands and statements;
 //! - [`transfer`]: [`Bank::transfer`], moving money between two accounts (idempotent, not
-//!   atomic).
+//!   atomic);
+//! - [`projections`]: the read models — balances and statements in SQLite, balances in
+//!   memory — fed from the log by `keel-projections`.
 //!
 //! The library is what the `bank` binary, the tests and the benches share. Run the binary's
 //! scripted scenario with `cargo run -p bank`, and see `cargo run -p bank -- --help` for its
@@ -35,6 +37,7 @@
 
 pub mod account;
 pub mod bank;
+pub mod projections;
 pub mod transfer;
 
 pub use account::{

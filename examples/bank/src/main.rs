@@ -40,6 +40,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Read models (balances, statement): list, status, rebuild, reset, retry parked events.
+    Projections(keel_projections::cli::ProjectionsArgs),
     /// Opens an account.
     Open {
         /// The account id.
@@ -152,13 +154,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", cli.db.display()))?;
     let result = match cli.command {
         None => scenario(&bank, &cli.db).await,
-        Some(command) => execute(&bank, command).await,
+        Some(command) => execute(&bank, &cli.db, command).await,
     };
     bank.close().await;
     result
 }
 
-async fn execute(bank: &Bank, command: Cmd) -> anyhow::Result<()> {
+async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Open {
             account,
@@ -223,6 +225,12 @@ async fn execute(bank: &Bank, command: Cmd) -> anyhow::Result<()> {
             report(bank, "closed", &account, &committed).await?;
         }
         Cmd::Show { account } => show(bank, &account).await?,
+        Cmd::Projections(args) => {
+            let (projections, views) = projections_of(bank, db).await?;
+            let result = keel_projections::cli::run(&projections, args).await;
+            views.close().await;
+            result?;
+        }
         Cmd::Transfer {
             from,
             to,
@@ -493,7 +501,37 @@ async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
     }
 
     println!("balances after run {run}:");
-    print_balances(bank, &["alice", "bob"]).await
+    print_balances(bank, &["alice", "bob"]).await?;
+
+    // The query side: bring the read models up to date and read balances from them.
+    let (projections, views) = projections_of(bank, db).await?;
+    for p in projections.iter() {
+        p.catch_up().await?;
+    }
+    println!("the balances view (a projection of the log, in the same file):");
+    for row in bank::projections::read_balances(&views).await? {
+        println!(
+            "  {}: balance {}, version {}, {}",
+            row.id, row.balance, row.version, row.status
+        );
+    }
+    views.close().await;
+    Ok(())
+}
+
+/// The bank's projections, with their views in the same SQLite file as the log.
+async fn projections_of(
+    bank: &Bank,
+    db: &Path,
+) -> anyhow::Result<(
+    keel_projections::Projections,
+    keel_projections::store::sqlite::SqliteViews,
+)> {
+    let log: std::sync::Arc<dyn keel::EventStore> = bank.accounts().store().clone();
+    Ok(
+        bank::projections::bank_projections(log, db, keel_projections::RunnerConfig::default())
+            .await?,
+    )
 }
 
 /// How many events the `account` topic holds: the sum of its partitions' heads (offsets are

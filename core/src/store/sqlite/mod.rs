@@ -218,23 +218,19 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Finishes the queued appends, stops the writer and closes every connection.
-    pub async fn close(self) {
-        let Self {
-            jobs,
-            readers,
-            task,
-            ..
-        } = self;
-        drop(jobs);
-        let task = task
+    /// Finishes the queued appends, stops the writer and closes every connection. Later
+    /// calls on the store fail with [`Error::Closed`] or a backend error.
+    pub async fn close(&self) {
+        self.readers.close().await;
+        let _ = self.jobs.send(Job::Shutdown).await;
+        let task = self
+            .task
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         if let Some(task) = task {
             let _ = task.await;
         }
-        readers.close().await;
     }
 
     async fn send<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {

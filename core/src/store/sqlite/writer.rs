@@ -31,6 +31,8 @@ pub(super) enum Job {
         partitions: u32,
         reply: oneshot::Sender<Result<TopicInfo>>,
     },
+    /// Finish what was queued before, close the connection, stop.
+    Shutdown,
 }
 
 /// Counters and signals shared between the writer and the store handle.
@@ -68,6 +70,7 @@ type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
 
 impl Writer {
     pub(super) async fn run(mut self) {
+        let mut stopping = false;
         while let Some(job) = self.jobs.recv().await {
             let mut batch: Vec<Pending> = Vec::new();
             let mut next = Some(job);
@@ -83,12 +86,19 @@ impl Writer {
                         self.commit_batch(std::mem::take(&mut batch)).await;
                         let _ = reply.send(self.ensure_topic(&topic, partitions).await);
                     }
+                    Job::Shutdown => stopping = true,
                 }
-                if batch.len() < self.max_batch {
+                if batch.len() < self.max_batch && !stopping {
                     next = self.jobs.try_recv().ok();
                 }
             }
             self.commit_batch(batch).await;
+            if stopping {
+                break;
+            }
+        }
+        if let Err(e) = sqlx::Connection::close(self.conn).await {
+            tracing::warn!(error = %e, "closing the sqlite write connection failed");
         }
         tracing::debug!("sqlite writer stopped");
     }

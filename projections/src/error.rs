@@ -1,0 +1,148 @@
+//! The projection layer's error type.
+
+use keel::{Offset, Partition, StreamId, StreamVersion, Topic};
+
+/// `Result` with the projection layer's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A boxed error from a projection's own code.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a record sits and what it is: the context of every error about one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRef {
+    /// The topic.
+    pub topic: Topic,
+    /// The partition.
+    pub partition: Partition,
+    /// The offset.
+    pub offset: Offset,
+    /// The stream.
+    pub stream: StreamId,
+    /// The stream version.
+    pub version: StreamVersion,
+    /// The event type name.
+    pub event_type: String,
+}
+
+impl std::fmt::Display for EventRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {:?} of stream {} version {} at topic {} partition {} offset {}",
+            self.event_type, self.stream, self.version, self.topic, self.partition, self.offset
+        )
+    }
+}
+
+impl From<&keel::RecordedEvent> for EventRef {
+    fn from(r: &keel::RecordedEvent) -> Self {
+        Self {
+            topic: r.position.topic.clone(),
+            partition: r.position.partition,
+            offset: r.position.offset,
+            stream: r.stream.clone(),
+            version: r.version,
+            event_type: r.event_type.clone(),
+        }
+    }
+}
+
+/// Why a projection stopped or a view operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An event did not decode. The projection stopped before it (or parked it, if so
+    /// configured). Fix the data or the code, or configure parking, then start again.
+    #[error("projection {projection} cannot decode {event}")]
+    Decode {
+        /// The projection.
+        projection: String,
+        /// The event.
+        event: EventRef,
+        /// What the decoder said.
+        #[source]
+        source: keel::DecodeError,
+    },
+    /// The projection's handler failed on an event. Nothing of its batch was committed.
+    #[error("projection {projection} failed on {event}")]
+    Handler {
+        /// The projection.
+        projection: String,
+        /// The event.
+        event: EventRef,
+        /// What the handler said.
+        #[source]
+        source: BoxError,
+    },
+    /// The projection's setup (creating its tables) failed.
+    #[error("projection {projection} could not set up generation {generation}")]
+    Setup {
+        /// The projection.
+        projection: String,
+        /// The generation.
+        generation: u64,
+        /// What failed.
+        #[source]
+        source: BoxError,
+    },
+    /// Another runner holds the projection.
+    #[error("projection {projection} is held by {owner} for {remaining_ms} ms more")]
+    Held {
+        /// The projection.
+        projection: String,
+        /// The runner holding it.
+        owner: String,
+        /// How long its lease still runs.
+        remaining_ms: u64,
+    },
+    /// This runner's lease was taken over, or the checkpoint moved under it: another runner
+    /// owns the projection now. The batch was rolled back; this runner stops.
+    #[error("projection {projection} was taken over by another runner; batch rolled back")]
+    LeaseLost {
+        /// The projection.
+        projection: String,
+    },
+    /// No projection of that name is registered.
+    #[error("no projection named {name:?} (known: {known})")]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+        /// The names registered, comma separated.
+        known: String,
+    },
+    /// The store holds a newer version of the projection than this code.
+    #[error(
+        "projection {projection} is at version {stored} in the store, the code is at {code}: refusing to go back"
+    )]
+    VersionBehind {
+        /// The projection.
+        projection: String,
+        /// The version the store's active generation was built by.
+        stored: u32,
+        /// The version of this code.
+        code: u32,
+    },
+    /// The event store failed.
+    #[error(transparent)]
+    Log(#[from] keel::store::Error),
+    /// The view store failed.
+    #[error("view store: {operation} failed")]
+    Store {
+        /// What it was doing.
+        operation: &'static str,
+        /// The store's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// A view store failure during `operation`.
+    pub fn store(operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Store {
+            operation,
+            source: source.into(),
+        }
+    }
+}
