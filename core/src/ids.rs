@@ -266,6 +266,25 @@ impl StreamId {
         })
     }
 
+    /// A stream of `topic`'s kind, validating only the id.
+    ///
+    /// # Errors
+    ///
+    /// [`IdError`] when the id is empty, too long or holds a refused character.
+    pub fn in_topic(topic: &Topic, id: &str) -> Result<Self, IdError> {
+        check(
+            "stream id",
+            id,
+            limits::MAX_ID_BYTES,
+            is_id_char,
+            ID_ALLOWED,
+        )?;
+        Ok(Self {
+            kind: topic.clone(),
+            id: Arc::from(id),
+        })
+    }
+
     /// Validates raw bytes for the id part.
     ///
     /// # Errors

@@ -232,13 +232,13 @@ impl<P: Projection> Runner<P> {
                 generation = building.generation,
                 "building beside the active view"
             );
+            let live = active.as_ref().map(Generation::id);
             if !self
-                .drive(&building.id(), lease, Until::Head, cancel)
+                .build_beside(live.as_ref(), &building.id(), lease, cancel)
                 .await?
             {
                 return Ok(());
             }
-            self.views.activate(&building.id()).await?;
             tracing::info!(
                 projection = P::NAME,
                 generation = building.generation,
@@ -250,6 +250,40 @@ impl<P: Projection> Runner<P> {
         };
         self.drive(&target.id(), lease, until, cancel).await?;
         Ok(())
+    }
+
+    /// Builds `building` up to the log's head while `live` (the active generation, if any)
+    /// keeps being fed for its readers, then switches readers to `building`, dropping `live`.
+    /// Returns `false` when cancelled before the switch.
+    async fn build_beside(
+        &self,
+        live: Option<&ViewId>,
+        building: &ViewId,
+        lease: &Lease,
+        cancel: &CancellationToken,
+    ) -> Result<bool> {
+        let keep_live = cancel.child_token();
+        let feed_live = async {
+            match live {
+                Some(view) => self
+                    .drive(view, lease, Until::Cancelled, &keep_live)
+                    .await
+                    .map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let build = async {
+            let built = self.drive(building, lease, Until::Head, cancel).await;
+            keep_live.cancel();
+            built
+        };
+        let (fed, built) = tokio::join!(feed_live, build);
+        fed?;
+        let built = built?;
+        if built {
+            self.views.activate(building).await?;
+        }
+        Ok(built)
     }
 
     /// Reuses a generation of this version being built, or creates and sets one up; drops
@@ -309,13 +343,15 @@ impl<P: Projection> Runner<P> {
             let fresh = self.new_generation(&lease).await?;
             if in_place {
                 self.views.activate(&fresh.id()).await?;
-            }
-            if self
-                .drive(&fresh.id(), &lease, Until::Head, &cancel)
-                .await?
-                && !in_place
-            {
-                self.views.activate(&fresh.id()).await?;
+                self.drive(&fresh.id(), &lease, Until::Head, &cancel)
+                    .await?;
+            } else {
+                let live = generations
+                    .iter()
+                    .find(|g| g.state == ViewState::Active)
+                    .map(Generation::id);
+                self.build_beside(live.as_ref(), &fresh.id(), &lease, &cancel)
+                    .await?;
             }
             Ok(())
         }

@@ -1,9 +1,9 @@
 //! Views in memory: a value of your type per generation, for tests, caches and benches.
 //!
-//! A batch holds the store's lock and hands the projection `&mut V`. Since plain values have
-//! no undo, a batch that is rolled back (a handler error, a lost lease) **resets** its
-//! generation — empty view, checkpoints at 0 — so view and checkpoints stay consistent and
-//! the runner replays from the start. Nothing survives the process.
+//! A batch holds the store's lock and hands the projection `&mut V`. It starts from a copy of
+//! the view (`V: Clone`), which a rollback (a handler error, a lost lease) restores: so keep
+//! memory views small, or make `V` a structure whose clones are cheap (`Arc`-shared or
+//! persistent maps). Nothing survives the process.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::{Deref, DerefMut};
@@ -22,14 +22,6 @@ struct Slot<V> {
     data: V,
     checkpoints: HashMap<(Topic, Partition), Offset>,
     parked: BTreeMap<(Topic, Partition, Offset), Parked>,
-}
-
-impl<V: Default> Slot<V> {
-    fn reset(&mut self) {
-        self.data = V::default();
-        self.checkpoints.clear();
-        self.parked.clear();
-    }
 }
 
 struct Inner<V> {
@@ -91,6 +83,8 @@ pub struct MemoryBatch<V: Default> {
     guard: OwnedMutexGuard<Inner<V>>,
     key: (String, u64),
     slot: Option<Slot<V>>,
+    /// The view as it was when the batch began: what a rollback restores.
+    before: Option<V>,
 }
 
 impl<V: Default> MemoryBatch<V> {
@@ -101,11 +95,11 @@ impl<V: Default> MemoryBatch<V> {
             .unwrap_or_else(|| unreachable!("a batch holds its slot until it is finished"))
     }
 
-    /// Puts the slot back, kept as is or reset.
+    /// Puts the slot back, kept as is or restored to how it was at the start of the batch.
     fn finish(mut self, keep: bool) {
         if let Some(mut slot) = self.slot.take() {
-            if !keep {
-                slot.reset();
+            if !keep && let Some(before) = self.before.take() {
+                slot.data = before;
             }
             let key = self.key.clone();
             self.guard.slots.insert(key, slot);
@@ -132,9 +126,11 @@ impl<V: Default> DerefMut for MemoryBatch<V> {
 
 impl<V: Default> Drop for MemoryBatch<V> {
     fn drop(&mut self) {
-        // A batch dropped without commit is rolled back: reset, then put back.
+        // A batch dropped without commit is rolled back: restore, then put back.
         if let Some(mut slot) = self.slot.take() {
-            slot.reset();
+            if let Some(before) = self.before.take() {
+                slot.data = before;
+            }
             self.guard.slots.insert(self.key.clone(), slot);
         }
     }
@@ -148,7 +144,7 @@ fn lease_is<V>(inner: &Inner<V>, lease: &Lease) -> bool {
 }
 
 #[async_trait]
-impl<V: Default + Send + 'static> ViewStore for MemoryViews<V> {
+impl<V: Default + Clone + Send + 'static> ViewStore for MemoryViews<V> {
     type Batch = MemoryBatch<V>;
 
     async fn generations(&self, name: &str) -> Result<Vec<Generation>> {
@@ -266,10 +262,12 @@ impl<V: Default + Send + 'static> ViewStore for MemoryViews<V> {
         let slot = guard.slots.remove(&key).ok_or_else(|| {
             Error::store("begin a batch", format!("generation {view} does not exist"))
         })?;
+        let before = Some(slot.data.clone());
         Ok(MemoryBatch {
             guard,
             key,
             slot: Some(slot),
+            before,
         })
     }
 

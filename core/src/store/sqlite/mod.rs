@@ -307,7 +307,9 @@ impl EventStore for SqliteStore {
             .fetch_all(&self.readers)
             .await
             .map_err(|e| Error::backend("read a stream", e))?;
-        rows.iter().map(row::record).collect()
+        rows.iter()
+            .map(|r| row::record(r, stream.topic(), Some(stream)))
+            .collect()
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion> {
@@ -365,7 +367,7 @@ impl EventStore for SqliteStore {
             .fetch_all(&self.readers)
             .await
             .map_err(|e| Error::backend("read a partition", e))?;
-        rows.iter().map(row::record).collect()
+        rows.iter().map(|r| row::record(r, topic, None)).collect()
     }
 
     async fn head(&self, topic: &Topic, partition: Partition) -> Result<Offset> {
