@@ -16,6 +16,8 @@ pub mod book {
     pub mod commands {}
     #[doc = include_str!("../../book/src/testing.md")]
     pub mod testing {}
+    #[doc = include_str!("../../book/src/projections.md")]
+    pub mod projections {}
     #[doc = include_str!("../../book/src/bank.md")]
     pub mod bank {}
 }
