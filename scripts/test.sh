@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, and every test (unit, integration, UI, doc).
-# Installs nothing by hand-off: everything the tests need comes from Cargo (SQLite is bundled
-# by sqlx). Exits non-zero on the first failure.
+# Everything the tests need comes from Cargo (SQLite is bundled by sqlx), so there is no
+# service to install or start. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +23,8 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
 echo "==> cargo test (unit, integration, UI and doc tests)"
 cargo test --workspace --all-features --locked
+
+echo "==> cargo doc (broken links and bad doc markup are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked --quiet
 
 echo "==> all checks passed"

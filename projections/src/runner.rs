@@ -293,7 +293,9 @@ impl<P: Projection> Runner<P> {
             .iter()
             .filter(|g| g.state == ViewState::Building)
         {
-            if g.version == P::VERSION {
+            // A generation whose setup committed has checkpoint rows (see `new_generation`);
+            // one without was interrupted between creation and setup: start it over.
+            if g.version == P::VERSION && !self.views.checkpoints(&g.id()).await?.is_empty() {
                 return Ok(g.clone());
             }
             self.views.drop_generation(&g.id()).await?;
@@ -313,7 +315,24 @@ impl<P: Projection> Runner<P> {
                 source,
             });
         }
-        self.views.commit(batch, lease, Commit::default()).await?;
+        // The setup commits with a checkpoint at 0 for every partition: that marks the
+        // generation as set up (a crash before this commit leaves none).
+        let moves = self
+            .partitions()
+            .await?
+            .into_iter()
+            .map(|(topic, partition)| CheckpointMove {
+                topic,
+                partition,
+                from: Offset(0),
+                to: Offset(0),
+            })
+            .collect();
+        let commit = Commit {
+            moves,
+            ..Commit::default()
+        };
+        self.views.commit(batch, lease, commit).await?;
         Ok(generation)
     }
 
@@ -672,18 +691,23 @@ impl<P: Projection> Runner<P> {
                         // Commit what came before it, then stop on it.
                         let before: Vec<_> = envelopes;
                         let stop_at = record.offset();
-                        if !before.is_empty() || stop_at > from {
-                            self.commit(
-                                view,
-                                lease,
-                                &topic,
-                                partition,
-                                from,
-                                stop_at,
-                                &before,
-                                Vec::new(),
-                            )
-                            .await?;
+                        if (!before.is_empty() || stop_at > from)
+                            && !self
+                                .try_commit(
+                                    view,
+                                    lease,
+                                    &topic,
+                                    partition,
+                                    from,
+                                    stop_at,
+                                    &before,
+                                    Vec::new(),
+                                )
+                                .await?
+                        {
+                            // The handler failed before the bad record: find that event
+                            // first, one at a time.
+                            return Ok(Applied::RolledBack);
                         }
                         return Err(Error::Decode {
                             projection: P::NAME.to_owned(),
@@ -779,31 +803,6 @@ impl<P: Projection> Runner<P> {
         self.finish(batch, lease, topic, partition, from, to, park)
             .await?;
         Ok(true)
-    }
-
-    #[expect(clippy::too_many_arguments, reason = "one batch's full description")]
-    async fn commit(
-        &self,
-        view: &ViewId,
-        lease: &Lease,
-        topic: &Topic,
-        partition: Partition,
-        from: Offset,
-        to: Offset,
-        envelopes: &[Envelope<P::Event>],
-        park: Vec<Parked>,
-    ) -> Result<()> {
-        if self
-            .try_commit(view, lease, topic, partition, from, to, envelopes, park)
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::store(
-                "apply the events before a bad one",
-                "the handler failed",
-            ))
-        }
     }
 
     #[expect(clippy::too_many_arguments, reason = "one batch's full description")]

@@ -257,15 +257,19 @@ pub async fn bank_projections(
 pub async fn read_balances(
     views: &SqliteViews,
 ) -> Result<Vec<AccountRow>, keel_projections::Error> {
-    let Some(table) = views.table(Balances::NAME, "accounts").await? else {
+    // One read transaction: a rebuild switching generations cannot drop the table between
+    // the lookup and the query.
+    let mut read = views.begin_read().await?;
+    let Some(table) = read.table(Balances::NAME, "accounts").await? else {
         return Ok(Vec::new());
     };
     let rows = sqlx::query(&format!(
         "SELECT id, owner, status, balance, version FROM {table} ORDER BY id"
     ))
-    .fetch_all(views.pool())
+    .fetch_all(read.conn())
     .await
     .map_err(|e| keel_projections::Error::store("read balances", e))?;
+    read.finish().await?;
     rows.iter()
         .map(|r| {
             Ok(AccountRow {
@@ -289,16 +293,18 @@ pub async fn read_statement(
     views: &SqliteViews,
     account: &str,
 ) -> Result<Vec<Movement>, keel_projections::Error> {
-    let Some(table) = views.table(StatementView::NAME, "movements").await? else {
+    let mut read = views.begin_read().await?;
+    let Some(table) = read.table(StatementView::NAME, "movements").await? else {
         return Ok(Vec::new());
     };
     let rows = sqlx::query(&format!(
         "SELECT version, kind, amount, log_offset, at FROM {table} WHERE account = ? ORDER BY version"
     ))
     .bind(account)
-    .fetch_all(views.pool())
+    .fetch_all(read.conn())
     .await
     .map_err(|e| keel_projections::Error::store("read a statement", e))?;
+    read.finish().await?;
     rows.iter()
         .map(|r| {
             Ok(Movement {

@@ -289,3 +289,145 @@ fn a_transfer_with_an_id_runs_once() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// What `projections status --json` prints, by projection name.
+fn statuses(
+    work: &Workdir,
+) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let status = work.bank(&["projections", "status", "--json"])?;
+    anyhow::ensure!(status.code == Some(0), "{status:?}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&status.stdout)?;
+    list.into_iter()
+        .map(|s| {
+            let name = s["name"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("a status without a name: {s}"))?
+                .to_owned();
+            Ok((name, s))
+        })
+        .collect()
+}
+
+#[test]
+fn projections_status_json_lists_both_views_caught_up_after_the_scenario() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    let scenario = work.bank(&[])?;
+    assert_eq!(scenario.code, Some(0), "{scenario:?}");
+    let statuses = statuses(&work)?;
+    assert_eq!(
+        statuses.keys().collect::<Vec<_>>(),
+        ["balances", "statement"],
+        "{statuses:?}"
+    );
+    let mut events = Vec::new();
+    for (name, s) in &statuses {
+        assert_eq!(s["lag"], 0, "{name}: {s}");
+        assert_eq!(s["code_version"], 1, "{name}: {s}");
+        assert_eq!(s["active"]["generation"], 1, "{name}: {s}");
+        assert_eq!(s["active"]["state"], "active", "{name}: {s}");
+        assert_eq!(s["parked"], serde_json::json!([]), "{name}: {s}");
+        let partitions = s["partitions"]
+            .as_array()
+            .ok_or_else(|| anyhow::anyhow!("{name}: no partitions: {s}"))?;
+        assert!(!partitions.is_empty(), "{name}: {s}");
+        let mut total = 0;
+        for p in partitions {
+            assert_eq!(p["topic"], "account", "{name}: {p}");
+            assert_eq!(p["checkpoint"], p["head"], "{name}: {p}");
+            assert_eq!(p["lag"], 0, "{name}: {p}");
+            total += p["head"]
+                .as_u64()
+                .ok_or_else(|| anyhow::anyhow!("{name}: no head: {p}"))?;
+        }
+        events.push(total);
+    }
+    // alice and bob opened, two deposits, a withdrawal, a transfer's two legs.
+    assert_eq!(events, [7, 7], "{statuses:?}");
+    Ok(())
+}
+
+#[test]
+fn projections_rebuild_replays_a_view_from_the_log() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    let scenario = work.bank(&[])?;
+    assert_eq!(scenario.code, Some(0), "{scenario:?}");
+    let rebuilt = work.bank(&["projections", "rebuild", "balances"])?;
+    assert_eq!(rebuilt.code, Some(0), "{rebuilt:?}");
+    assert!(
+        rebuilt.stdout.starts_with(
+            "rebuilt balances side by side from the start: generation 2, 7 events read, lag 0"
+        ),
+        "{rebuilt:?}"
+    );
+    let in_place = work.bank(&["projections", "rebuild", "balances", "--in-place"])?;
+    assert_eq!(in_place.code, Some(0), "{in_place:?}");
+    assert!(
+        in_place.stdout.starts_with(
+            "rebuilt balances in place from the start: generation 3, 7 events read, lag 0"
+        ),
+        "{in_place:?}"
+    );
+    let statuses = statuses(&work)?;
+    assert_eq!(
+        statuses["balances"]["active"]["generation"], 3,
+        "{statuses:?}"
+    );
+    assert_eq!(statuses["balances"]["lag"], 0, "{statuses:?}");
+    assert_eq!(
+        statuses["statement"]["active"]["generation"], 1,
+        "untouched: {statuses:?}"
+    );
+
+    // The rebuilt view shows what the log says: the next scenario run reads it back.
+    let second = work.bank(&[])?;
+    assert_eq!(second.code, Some(0), "{second:?}");
+    assert_eq!(
+        balance(&second.stdout, "alice"),
+        Some(2 * ALICE_PER_RUN),
+        "{second:?}"
+    );
+    assert_eq!(
+        balance(&second.stdout, "bob"),
+        Some(2 * BOB_PER_RUN),
+        "{second:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn projections_rebuild_of_an_unknown_view_exits_1_naming_the_known_ones() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    assert_eq!(work.bank(&[])?.code, Some(0));
+    let refused = work.bank(&["projections", "rebuild", "nope"])?;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.starts_with("error: "), "{refused:?}");
+    assert!(
+        refused
+            .stderr
+            .contains(r#"no projection named "nope" (known: balances, statement)"#),
+        "{refused:?}"
+    );
+    assert!(!refused.stderr.contains("panicked"), "{refused:?}");
+    Ok(())
+}
+
+#[test]
+fn projections_list_names_balances_and_statement() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    assert_eq!(work.bank(&[])?.code, Some(0));
+    let list = work.bank(&["projections", "list"])?;
+    assert_eq!(list.code, Some(0), "{list:?}");
+    let names: Vec<&str> = list
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["balances", "statement"], "{list:?}");
+    let json = work.bank(&["projections", "list", "--json"])?;
+    assert_eq!(json.code, Some(0), "{json:?}");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&json.stdout)?;
+    let names: Vec<&str> = list.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(names, ["balances", "statement"], "{json:?}");
+    Ok(())
+}

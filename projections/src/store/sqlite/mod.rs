@@ -93,6 +93,64 @@ impl SqliteBatch {
     }
 }
 
+/// A consistent read of a [`SqliteViews`] file; see [`SqliteViews::begin_read`].
+pub struct ViewRead {
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl std::fmt::Debug for ViewRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewRead").finish_non_exhaustive()
+    }
+}
+
+impl ViewRead {
+    /// The quoted name of table `table` in the active generation of `projection`, as of this
+    /// read; `None` before the projection's first build.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn table(&mut self, projection: &str, table: &str) -> Result<Option<String>> {
+        active_table(&mut self.tx, projection, table).await
+    }
+
+    /// The read's connection, to run queries on.
+    pub fn conn(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+
+    /// Ends the read.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn finish(self) -> Result<()> {
+        self.tx.rollback().await.map_err(fail("end a read"))
+    }
+}
+
+async fn active_table(
+    conn: &mut SqliteConnection,
+    projection: &str,
+    table: &str,
+) -> Result<Option<String>> {
+    let generation: Option<i64> = sqlx::query_scalar(
+        "SELECT generation FROM keel_view_generations WHERE name = ? AND state = 'active'",
+    )
+    .bind(projection)
+    .fetch_optional(conn)
+    .await
+    .map_err(fail("find the active generation"))?;
+    Ok(generation.map(|g| {
+        let view = ViewId {
+            name: projection.to_owned(),
+            generation: u64::try_from(g).unwrap_or(0),
+        };
+        format!("\"{}{}\"", prefix(&view), table.replace('"', ""))
+    }))
+}
+
 impl SqliteViews {
     /// Opens (creating if needed) the view store in the SQLite file at `path`.
     ///
@@ -124,27 +182,45 @@ impl SqliteViews {
         &self.pool
     }
 
+    /// Starts a consistent read of the views: one read transaction, so a switch to a rebuilt
+    /// generation can never land between looking a table up and reading it.
+    ///
+    /// ```no_run
+    /// # async fn read(views: &keel_projections::store::sqlite::SqliteViews) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut read = views.begin_read().await?;
+    /// if let Some(table) = read.table("balances", "accounts").await? {
+    ///     let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+    ///         .fetch_one(read.conn())
+    ///         .await?;
+    ///     println!("{n} accounts");
+    /// }
+    /// read.finish().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn begin_read(&self) -> Result<ViewRead> {
+        let tx = self.pool.begin().await.map_err(fail("begin a read"))?;
+        Ok(ViewRead { tx })
+    }
+
     /// The quoted name of table `table` in the active generation of `projection`, for
-    /// queries; `None` before the projection's first build.
+    /// queries; `None` before the projection's first build. A rebuild may switch generations
+    /// right after this returns and drop the table: read through [`Self::begin_read`] when
+    /// that matters.
     ///
     /// # Errors
     ///
     /// A store failure.
     pub async fn table(&self, projection: &str, table: &str) -> Result<Option<String>> {
-        let generation: Option<i64> = sqlx::query_scalar(
-            "SELECT generation FROM keel_view_generations WHERE name = ? AND state = 'active'",
-        )
-        .bind(projection)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(fail("find the active generation"))?;
-        Ok(generation.map(|g| {
-            let view = ViewId {
-                name: projection.to_owned(),
-                generation: u64::try_from(g).unwrap_or(0),
-            };
-            format!("\"{}{}\"", prefix(&view), table.replace('"', ""))
-        }))
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(fail("find the active generation"))?;
+        active_table(&mut conn, projection, table).await
     }
 
     /// Closes the pool.
