@@ -107,6 +107,9 @@ pub struct Progress {
     pub rate: f64,
     /// Whether the runner has caught up with the log at least once.
     pub caught_up: bool,
+    /// Records of the projection's topics whose type it does not read (not in its event
+    /// enum), passed over since the runner started.
+    pub skipped: u64,
 }
 
 /// How far a drive goes.
@@ -679,8 +682,11 @@ impl<P: Projection> Runner<P> {
         let single = records.len() == 1;
         let mut envelopes = Vec::with_capacity(records.len());
         let mut park = Vec::new();
+        let mut skipped = 0;
         for record in records {
             if !P::Event::EVENT_TYPES.contains(&record.event_type.as_str()) {
+                // Not one of the events this projection declares it reads.
+                skipped += 1;
                 continue;
             }
             match record.decode::<P::Event>() {
@@ -722,6 +728,14 @@ impl<P: Projection> Runner<P> {
                     });
                 }
             }
+        }
+        if skipped > 0 {
+            tracing::trace!(
+                projection = P::NAME,
+                skipped,
+                "passed over records of other types"
+            );
+            self.progress.send_modify(|p| p.skipped += skipped);
         }
         match self
             .try_commit(
