@@ -274,6 +274,9 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
     /// the loaded version as the expectation, and decides again on conflict under the retry
     /// policy.
     ///
+    /// A command that decides no events writes nothing, so its id is not recorded: a retry
+    /// runs the handler again against the state of that moment.
+    ///
     /// # Errors
     ///
     /// [`Error::Rejected`] with the aggregate's error, [`Error::TooManyConflicts`],

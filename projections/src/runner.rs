@@ -235,7 +235,13 @@ impl<P: Projection> Runner<P> {
                 generation = building.generation,
                 "building beside the active view"
             );
-            let live = active.as_ref().map(Generation::id);
+            // The active generation was built by an older version: the new code may not fit
+            // its tables, so it is not fed while the new one builds (readers see it as of
+            // now until the switch).
+            let live = active
+                .as_ref()
+                .filter(|a| a.version == P::VERSION)
+                .map(Generation::id);
             if !self
                 .build_beside(live.as_ref(), &building.id(), lease, cancel)
                 .await?
@@ -564,6 +570,7 @@ impl<P: Projection> Runner<P> {
     ) -> Result<bool> {
         let mut commits = self.log.subscribe_commits();
         let mut partitions = self.partitions().await?;
+        let mut refreshed = Instant::now();
         let mut checkpoints = self.load_checkpoints(view).await?;
         // Partitions where a batch failed: applied one event per batch up to this offset.
         let mut isolate: HashMap<(Topic, Partition), Offset> = HashMap::new();
@@ -577,6 +584,11 @@ impl<P: Projection> Runner<P> {
                 return Ok(false);
             }
             commits.borrow_and_update();
+            if refreshed.elapsed() >= self.config.poll {
+                // Topics created since the last look (busy or idle alike).
+                partitions = self.partitions().await?;
+                refreshed = Instant::now();
+            }
             let mut progressed = false;
             for (topic, partition) in &partitions {
                 let key = (topic.clone(), *partition);
@@ -631,10 +643,7 @@ impl<P: Projection> Runner<P> {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(false),
                 _ = commits.changed() => {}
-                () = tokio::time::sleep(self.config.poll) => {
-                    // New topics may have appeared.
-                    partitions = self.partitions().await?;
-                }
+                () = tokio::time::sleep(self.config.poll) => {}
             }
         }
     }

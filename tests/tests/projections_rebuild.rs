@@ -124,7 +124,7 @@ async fn a_rebuild_side_by_side_or_in_place_equals_the_incremental_sqlite_views(
             let generation = after.unwrap_or_default();
             assert_eq!(
                 tables_of(&views, name).await?,
-                [format!("{name}_g{generation}_{table}")],
+                [format!("{name}__g{generation}__{table}")],
                 "only the active generation's tables are left"
             );
         }
@@ -470,7 +470,7 @@ async fn a_version_bump_rebuilds_beside_the_old_version_and_an_older_version_ref
             .collect::<Vec<_>>(),
         [(2, 2, ViewState::Active)]
     );
-    assert_eq!(tables_of(&views, "tally").await?, ["tally_g2_totals"]);
+    assert_eq!(tables_of(&views, "tally").await?, ["tally__g2__totals"]);
     let tally = read_tally(&views).await?;
     assert_eq!(tally.len(), 60);
     assert_eq!(tally, expected_tally(log.as_ref(), 2).await?);
@@ -502,7 +502,7 @@ async fn a_version_bump_rebuilds_beside_the_old_version_and_an_older_version_ref
         status.active.map(|g| (g.generation, g.version)),
         Some((3, 3))
     );
-    assert_eq!(tables_of(&views, "tally").await?, ["tally_g3_totals"]);
+    assert_eq!(tables_of(&views, "tally").await?, ["tally__g3__totals"]);
     assert_eq!(
         read_tally(&views).await?,
         expected_tally(log.as_ref(), 3).await?

@@ -53,7 +53,9 @@ pub struct AccountRow {
 struct Change {
     owner: Option<String>,
     status: Option<&'static str>,
-    delta: i64,
+    /// Summed in `i128`: each balance fits `i64`, but a batch's deposits and withdrawals
+    /// together may not.
+    delta: i128,
     version: u64,
 }
 
@@ -94,22 +96,29 @@ impl Projection for Balances {
                     change.owner = Some(owner.clone());
                     change.status = Some("open");
                 }
-                AccountEvent::Deposited { amount } => change.delta += signed(*amount),
-                AccountEvent::Withdrawn { amount } => change.delta -= signed(*amount),
+                AccountEvent::Deposited { amount } => change.delta += i128::from(*amount),
+                AccountEvent::Withdrawn { amount } => change.delta -= i128::from(*amount),
                 AccountEvent::Closed => change.status = Some("closed"),
             }
         }
         let table = view.table("accounts");
-        let rows: Vec<(&str, Change)> = changes.into_iter().collect();
+        let mut rows = Vec::with_capacity(changes.len());
+        for (id, change) in changes {
+            // A net change beyond i64 fails the batch; the runner then applies its events
+            // one at a time, each of which fits.
+            let delta = i64::try_from(change.delta)
+                .map_err(|_| format!("the net change to account {id} in one batch overflows"))?;
+            rows.push((id, change, delta));
+        }
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q = QueryBuilder::<Sqlite>::new(format!(
                 "INSERT INTO {table} (id, owner, status, balance, version) "
             ));
-            q.push_values(chunk, |mut b, (id, c)| {
+            q.push_values(chunk, |mut b, (id, c, delta)| {
                 b.push_bind(*id)
                     .push_bind(c.owner.clone().unwrap_or_default())
                     .push_bind(c.status.unwrap_or("open"))
-                    .push_bind(c.delta)
+                    .push_bind(*delta)
                     .push_bind(i64::try_from(c.version).unwrap_or(i64::MAX));
             });
             // `owner`/`status` change only when the batch held an `Opened`/`Closed`.
@@ -118,7 +127,8 @@ impl Projection for Balances {
                  owner = CASE WHEN excluded.owner <> '' THEN excluded.owner ELSE {table}.owner END, \
                  status = CASE WHEN excluded.status = 'closed' OR {table}.status <> 'closed' \
                           THEN excluded.status ELSE {table}.status END, \
-                 balance = {table}.balance + excluded.balance, version = excluded.version"
+                 balance = {table}.balance + excluded.balance, \
+                 version = max({table}.version, excluded.version)"
             ));
             q.build().execute(view.conn()).await?;
         }

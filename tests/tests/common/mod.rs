@@ -353,7 +353,7 @@ pub(crate) async fn tables_of(
     views: &SqliteViews,
     projection: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let pattern = format!("{}\\_g%", projection.replace('_', "\\_"));
+    let pattern = format!("{}\\_\\_g%", projection.replace('_', "\\_"));
     Ok(sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ? ESCAPE '\\' \
          ORDER BY name",

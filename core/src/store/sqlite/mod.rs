@@ -39,6 +39,10 @@ use crate::store::{
 
 use self::writer::{Job, Shared, Writer};
 
+/// The largest group commit: its statements bind up to 8 values per append, and SQLite
+/// allows 32,766 bound values per statement.
+pub const MAX_BATCH: usize = 2048;
+
 /// The schema this version of Keel reads and writes.
 const SCHEMA_VERSION: &str = "1";
 
@@ -78,9 +82,9 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Most appends in one group commit (default 512).
+    /// Most appends in one group commit (default 512, at most [`MAX_BATCH`]).
     pub fn max_batch(mut self, max_batch: usize) -> Self {
-        self.max_batch = max_batch.max(1);
+        self.max_batch = max_batch.clamp(1, MAX_BATCH);
         self
     }
 

@@ -3,7 +3,7 @@
 //! A batch is one `BEGIN IMMEDIATE` transaction: the projection's statements, the lease
 //! renewal and the checkpoint compare-and-set commit together, so a crash at any point keeps
 //! view and checkpoint in step. Each generation's tables are named
-//! `<projection>_g<generation>_<table>`: a projection names them through
+//! `<projection>__g<generation>__<table>`: a projection names them through
 //! [`SqliteBatch::table`], readers through [`SqliteViews::table`], which resolves the active
 //! generation — so a generation being built beside it is never seen half-built.
 //!
@@ -38,22 +38,24 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The prefix of a generation's tables.
+/// The prefix of a generation's tables. Projection names hold no `__`, so no other
+/// projection's or generation's tables share it.
 fn prefix(view: &ViewId) -> String {
-    format!("{}_g{}_", view.name, view.generation)
+    format!("{}__g{}__", view.name, view.generation)
 }
 
 /// Projection and table names become SQL identifiers: only `[a-z0-9_]`.
 fn check_name(what: &'static str, name: &str) -> Result<()> {
     if name.is_empty()
         || name.len() > 64
+        || name.contains("__")
         || !name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
     {
         return Err(Error::store(
             "name a view table",
-            format!("{what} {name:?} must be 1 to 64 characters of a-z, 0-9 and _"),
+            format!("{what} {name:?} must be 1 to 64 characters of a-z, 0-9 and _, without `__`"),
         ));
     }
     Ok(())
@@ -82,7 +84,7 @@ impl std::fmt::Debug for SqliteBatch {
 
 impl SqliteBatch {
     /// The quoted name of this generation's table `name` (`[a-z0-9_]`), for SQL text:
-    /// `"balances_g2_accounts"`.
+    /// `"balances__g2__accounts"`.
     pub fn table(&self, name: &str) -> String {
         format!("\"{}{}\"", self.prefix, name.replace('"', ""))
     }
@@ -479,6 +481,20 @@ impl ViewStore for SqliteViews {
         .await
         .map_err(fail("renew the lease"))?;
         if renewed.rows_affected() != 1 {
+            tx.rollback().await.map_err(fail("roll back"))?;
+            return Err(lost());
+        }
+        // The generation may have been dropped (a reset or rebuild by another runner) since
+        // this batch began: nothing may be committed into it then.
+        let exists: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM keel_view_generations WHERE name = ? AND generation = ?",
+        )
+        .bind(name)
+        .bind(generation)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(fail("check the generation"))?;
+        if exists.is_none() {
             tx.rollback().await.map_err(fail("roll back"))?;
             return Err(lost());
         }

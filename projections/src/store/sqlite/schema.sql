@@ -1,5 +1,5 @@
 -- Keel's SQLite view store: generations, checkpoints, leases and parked events of projections.
--- View data lives in tables named `<projection>_g<generation>_<table>`.
+-- View data lives in tables named `<projection>__g<generation>__<table>`.
 
 CREATE TABLE IF NOT EXISTS keel_view_names (
     name            TEXT PRIMARY KEY,
