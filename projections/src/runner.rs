@@ -45,7 +45,7 @@ pub struct RunnerConfig {
     pub poll: Duration,
     /// What to do with a bad event.
     pub on_bad_event: OnBadEvent,
-    /// This runner's name in leases (a fresh UUID by default).
+    /// This runner's name in leases (a fresh UUID by default); each claim appends `#n`.
     pub owner: String,
 }
 
@@ -128,6 +128,7 @@ pub struct Runner<P: Projection> {
     views: Arc<P::Store>,
     config: RunnerConfig,
     progress: watch::Sender<Progress>,
+    claims: std::sync::atomic::AtomicU64,
 }
 
 impl<P: Projection> std::fmt::Debug for Runner<P> {
@@ -153,6 +154,7 @@ impl<P: Projection> Runner<P> {
             views,
             config: RunnerConfig::default(),
             progress: watch::Sender::new(Progress::default()),
+            claims: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -397,7 +399,7 @@ impl<P: Projection> Runner<P> {
     pub async fn reset(&self) -> Result<()> {
         let lease = self
             .views
-            .claim(P::NAME, &self.config.owner, self.config.lease_ttl)
+            .claim(P::NAME, &self.claim_owner(), self.config.lease_ttl)
             .await?;
         let result = async {
             for g in self.views.generations(P::NAME).await? {
@@ -420,7 +422,7 @@ impl<P: Projection> Runner<P> {
     pub async fn retry_parked(&self) -> Result<usize> {
         let lease = self
             .views
-            .claim(P::NAME, &self.config.owner, self.config.lease_ttl)
+            .claim(P::NAME, &self.claim_owner(), self.config.lease_ttl)
             .await?;
         let result = async {
             let Some(active) = self.active().await? else {
@@ -526,12 +528,23 @@ impl<P: Projection> Runner<P> {
         })
     }
 
+    /// A name for one claim: the runner's owner and a sequence number, so two operations of
+    /// one runner (a `run` and a `rebuild`, say) never take each other's lease for their own.
+    fn claim_owner(&self) -> String {
+        let n = self
+            .claims
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        format!("{}#{n}", self.config.owner)
+    }
+
     async fn claim(&self, cancel: &CancellationToken) -> Result<Lease> {
         let deadline = Instant::now() + self.config.claim_timeout;
+        let owner = self.claim_owner();
         loop {
             match self
                 .views
-                .claim(P::NAME, &self.config.owner, self.config.lease_ttl)
+                .claim(P::NAME, &owner, self.config.lease_ttl)
                 .await
             {
                 Err(Error::Held { remaining_ms, .. }) if Instant::now() < deadline => {

@@ -266,3 +266,44 @@ async fn a_commit_into_a_dropped_generation_is_refused() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Two operations of one runner are two claims: a `rebuild` cannot slip under the lease its
+/// own runner's `run` holds (and so cannot drop the generation `run` feeds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runners_run_and_rebuild_do_not_share_a_lease() -> anyhow::Result<()> {
+    let log = Arc::new(MemoryStore::with_default_partitions(1));
+    deposit(&*log, "a", 1).await?;
+    let views = Arc::new(MemoryViews::<u64>::default());
+    let runner = Arc::new(
+        Runner::new(Counter, log.clone(), Arc::clone(&views)).config(RunnerConfig {
+            claim_timeout: Duration::from_millis(300),
+            ..RunnerConfig::default()
+        }),
+    );
+    let cancel = CancellationToken::new();
+    let running = {
+        let (runner, cancel) = (Arc::clone(&runner), cancel.clone());
+        tokio::spawn(async move { runner.run(cancel).await })
+    };
+    guard("the first catch-up", async {
+        while views.read("counter", |n| *n).await != Some(1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    let rebuild = runner.rebuild(false, CancellationToken::new()).await;
+    assert!(
+        matches!(&rebuild, Err(Error::Held { .. })),
+        "the rebuild waited for the lease and gave up: {rebuild:?}"
+    );
+    deposit(&*log, "a", 1).await?;
+    guard("the running runner goes on", async {
+        while views.read("counter", |n| *n).await != Some(2) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    cancel.cancel();
+    running.await??;
+    Ok(())
+}
