@@ -290,13 +290,15 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         options: CommandOptions,
     ) -> Result<Committed<A::Event>, Error<A::Error>> {
         let stream = Self::stream(id)?;
+        // A fresh random id cannot have been committed: only a caller's id is looked up.
+        let given = options.command_id.is_some();
         let meta = CommandMeta {
             id: options.command_id.unwrap_or_else(CommandId::random),
             fingerprint: Fingerprint::of(&command).map_err(Error::Fingerprint)?,
             correlation_id: options.correlation_id,
             causation_id: options.causation_id,
         };
-        if let Some(record) = self.store.command(&stream, &meta.id).await? {
+        if given && let Some(record) = self.store.command(&stream, &meta.id).await? {
             if record.fingerprint != meta.fingerprint {
                 return Err(store::Error::CommandIdReused {
                     stream,
