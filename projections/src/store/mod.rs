@@ -8,7 +8,8 @@
 //! - A batch's view changes, its checkpoint moves and its parked events commit together or not
 //!   at all ([`ViewStore::commit`]).
 //! - A commit moves each checkpoint only from the offset the runner read it at, and only while
-//!   the runner's lease is current: otherwise it fails with
+//!   the lease still names the runner (a lease past its expiry that nobody else claimed still
+//!   does; the commit renews it): otherwise it fails with
 //!   [`Error::LeaseLost`](crate::Error::LeaseLost) and nothing of the batch is kept. Two runners
 //!   of one projection can never both apply a batch.
 //! - Readers see only the **active** generation; a generation being built is invisible to them

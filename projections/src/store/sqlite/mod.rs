@@ -470,16 +470,14 @@ impl ViewStore for SqliteViews {
             projection: lease.name.clone(),
         };
         let now = now_ms();
-        let renewed = sqlx::query(
-            "UPDATE keel_view_leases SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at > ?",
-        )
-        .bind(now.saturating_add(i64::try_from(lease.ttl.as_millis()).unwrap_or(i64::MAX)))
-        .bind(&lease.name)
-        .bind(&lease.owner)
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail("renew the lease"))?;
+        let renewed =
+            sqlx::query("UPDATE keel_view_leases SET expires_at = ? WHERE name = ? AND owner = ?")
+                .bind(now.saturating_add(i64::try_from(lease.ttl.as_millis()).unwrap_or(i64::MAX)))
+                .bind(&lease.name)
+                .bind(&lease.owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail("renew the lease"))?;
         if renewed.rows_affected() != 1 {
             tx.rollback().await.map_err(fail("roll back"))?;
             return Err(lost());
