@@ -720,7 +720,7 @@ impl<P: Projection> Runner<P> {
                         let before: Vec<_> = envelopes;
                         let stop_at = record.offset();
                         if (!before.is_empty() || stop_at > from)
-                            && !self
+                            && self
                                 .try_commit(
                                     view,
                                     lease,
@@ -732,6 +732,7 @@ impl<P: Projection> Runner<P> {
                                     Vec::new(),
                                 )
                                 .await?
+                                .is_err()
                         {
                             // The handler failed before the bad record: find that event
                             // first, one at a time.
@@ -759,7 +760,7 @@ impl<P: Projection> Runner<P> {
             );
             self.progress.send_modify(|p| p.skipped += skipped);
         }
-        match self
+        let error = match self
             .try_commit(
                 view,
                 lease,
@@ -772,50 +773,34 @@ impl<P: Projection> Runner<P> {
             )
             .await?
         {
-            true => Ok(Applied::Committed),
-            false if !single => Ok(Applied::RolledBack),
-            false => {
-                // One event, and the handler fails on it.
-                let Some(env) = envelopes.into_iter().next() else {
-                    return Ok(Applied::RolledBack);
-                };
-                let event = EventRef::from(&env.record);
-                let mut batch = self.views.begin(view).await?;
-                let error = match self
-                    .projection
-                    .apply(&mut batch, std::slice::from_ref(&env))
-                    .await
-                {
-                    Ok(()) => {
-                        // It succeeds now (a transient failure): keep it.
-                        self.finish(batch, lease, &topic, partition, from, to, park)
-                            .await?;
-                        return Ok(Applied::Committed);
-                    }
-                    Err(e) => e,
-                };
-                self.views.rollback(batch).await?;
-                if self.config.on_bad_event == OnBadEvent::Stop {
-                    return Err(Error::Handler {
-                        projection: P::NAME.to_owned(),
-                        event,
-                        source: error,
-                    });
-                }
-                tracing::warn!(projection = P::NAME, %event, %error, "parking an event the handler fails on");
-                park.push(Parked {
-                    error: error_chain(error.as_ref()),
-                    event,
-                });
-                let batch = self.views.begin(view).await?;
-                self.finish(batch, lease, &topic, partition, from, to, park)
-                    .await?;
-                Ok(Applied::Committed)
-            }
+            Ok(()) => return Ok(Applied::Committed),
+            Err(_) if !single => return Ok(Applied::RolledBack),
+            Err(error) => error,
+        };
+        // One event, and the handler failed on it (its batch was rolled back).
+        let Some(env) = envelopes.first() else {
+            return Ok(Applied::RolledBack);
+        };
+        let event = EventRef::from(&env.record);
+        if self.config.on_bad_event == OnBadEvent::Stop {
+            return Err(Error::Handler {
+                projection: P::NAME.to_owned(),
+                event,
+                source: error,
+            });
         }
+        tracing::warn!(projection = P::NAME, %event, %error, "parking an event the handler fails on");
+        park.push(Parked {
+            error: error_chain(error.as_ref()),
+            event,
+        });
+        let batch = self.views.begin(view).await?;
+        self.finish(batch, lease, &topic, partition, from, to, park)
+            .await?;
+        Ok(Applied::Committed)
     }
 
-    /// Applies and commits; `false` when the handler failed (rolled back).
+    /// Applies and commits; the inner error is the handler's, after rolling the batch back.
     #[expect(clippy::too_many_arguments, reason = "one batch's full description")]
     async fn try_commit(
         &self,
@@ -827,18 +812,18 @@ impl<P: Projection> Runner<P> {
         to: Offset,
         envelopes: &[Envelope<P::Event>],
         park: Vec<Parked>,
-    ) -> Result<bool> {
+    ) -> Result<std::result::Result<(), crate::BoxError>> {
         let mut batch = self.views.begin(view).await?;
         if !envelopes.is_empty()
             && let Err(error) = self.projection.apply(&mut batch, envelopes).await
         {
             tracing::debug!(projection = P::NAME, %error, "batch failed; isolating the failing event");
             self.views.rollback(batch).await?;
-            return Ok(false);
+            return Ok(Err(error));
         }
         self.finish(batch, lease, topic, partition, from, to, park)
             .await?;
-        Ok(true)
+        Ok(Ok(()))
     }
 
     #[expect(clippy::too_many_arguments, reason = "one batch's full description")]

@@ -91,27 +91,17 @@ impl MemoryStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn partitions_of(state: &State, topic: &Topic) -> Result<u32> {
-        state
-            .ledger
-            .topics
-            .get(topic)
-            .copied()
-            .ok_or_else(|| Error::UnknownTopic {
-                topic: topic.clone(),
-            })
-    }
-
     fn check_partition(state: &State, topic: &Topic, partition: Partition) -> Result<()> {
-        let partitions = Self::partitions_of(state, topic)?;
-        if partition.0 >= partitions {
-            return Err(Error::UnknownPartition {
-                topic: topic.clone(),
-                partition,
-                partitions,
-            });
-        }
-        Ok(())
+        let partitions =
+            state
+                .ledger
+                .topics
+                .get(topic)
+                .copied()
+                .ok_or_else(|| Error::UnknownTopic {
+                    topic: topic.clone(),
+                })?;
+        validate::check_partition(topic, partition, partitions)
     }
 }
 

@@ -84,6 +84,22 @@ pub(crate) fn check_partitions(topic: &Topic, partitions: u32) -> Result<()> {
     Ok(())
 }
 
+/// Checks `partition` exists in a topic of `partitions` partitions.
+pub(crate) fn check_partition(
+    topic: &Topic,
+    partition: crate::Partition,
+    partitions: u32,
+) -> Result<()> {
+    if partition.0 >= partitions {
+        return Err(Error::UnknownPartition {
+            topic: topic.clone(),
+            partition,
+            partitions,
+        });
+    }
+    Ok(())
+}
+
 /// The stream's partition among `partitions`.
 pub(crate) fn partition_of(stream: &StreamId, partitions: u32) -> crate::Partition {
     crate::partitioner::partition_for(stream.id().as_bytes(), partitions)

@@ -271,15 +271,7 @@ impl SqliteStore {
     }
 
     async fn check_partition(&self, topic: &Topic, partition: Partition) -> Result<()> {
-        let partitions = self.partitions(topic).await?;
-        if partition.0 >= partitions {
-            return Err(Error::UnknownPartition {
-                topic: topic.clone(),
-                partition,
-                partitions,
-            });
-        }
-        Ok(())
+        validate::check_partition(topic, partition, self.partitions(topic).await?)
     }
 }
 

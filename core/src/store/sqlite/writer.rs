@@ -15,6 +15,7 @@ use sqlx::sqlite::{Sqlite, SqliteConnection};
 use sqlx::{QueryBuilder, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::to_i64;
 use crate::envelope::Fingerprint;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
 use crate::store::ledger::{Decision, Ledger};
@@ -478,10 +479,6 @@ pub(super) fn command_record(
             replayed: false,
         },
     })
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn dedup<T: Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
