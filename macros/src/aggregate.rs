@@ -7,7 +7,9 @@
 //! ```
 //!
 //! expands to an `impl ::keel::Aggregate` whose `apply_event` forwards to the user's
-//! `impl Apply<AccountEvent> for Account`.
+//! `impl Apply<AccountEvent> for Account`. With `snapshot(version = N, every = M)` (both
+//! optional: version 1, every 100 events), the impl also encodes and decodes the state for
+//! snapshots with serde.
 
 use proc_macro2::TokenStream;
 use quote::quote_spanned;
@@ -48,6 +50,15 @@ struct AggregateModel<'a> {
     kind: LitStr,
     event: Type,
     error: Type,
+    snapshot: Option<SnapshotAttr>,
+}
+
+/// `snapshot(version = N, every = M)`.
+struct SnapshotAttr {
+    /// The `snapshot` key, for spans.
+    span: proc_macro2::Span,
+    version: u32,
+    every: u64,
 }
 
 /// `#[aggregate(...)]`, merged over every such attribute.
@@ -56,9 +67,10 @@ struct AggregateAttr {
     kind: Option<LitStr>,
     event: Option<Type>,
     error: Option<Type>,
+    snapshot: Option<SnapshotAttr>,
 }
 
-const EXPECTED_KEYS: &str = "`kind`, `event` or `error`";
+const EXPECTED_KEYS: &str = "`kind`, `event`, `error` or `snapshot`";
 
 fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateModel<'a>> {
     match &input.data {
@@ -127,6 +139,7 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateMod
         kind,
         event: parsed.event?,
         error: parsed.error?,
+        snapshot: parsed.snapshot,
     })
 }
 
@@ -146,6 +159,9 @@ fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
             } else if meta.path.is_ident("error") {
                 let ty: Type = meta.value()?.parse()?;
                 attr::set_once(&mut parsed.error, ty, &meta, "aggregate", errors);
+            } else if meta.path.is_ident("snapshot") {
+                let snapshot = snapshot_attr(&meta, errors)?;
+                attr::set_once(&mut parsed.snapshot, snapshot, &meta, "aggregate", errors);
             } else {
                 attr::unknown_key(&meta, "aggregate", EXPECTED_KEYS, errors)?;
             }
@@ -156,18 +172,89 @@ fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
     parsed
 }
 
+/// `snapshot`, `snapshot(version = N)`, `snapshot(every = M)` or both keys.
+fn snapshot_attr(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<SnapshotAttr> {
+    let mut version = None;
+    let mut every = None;
+    if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            if inner.path.is_ident("version") {
+                if let Some(v) = errors.ok(attr::version(&inner)) {
+                    attr::set_once(&mut version, v, &inner, "aggregate", errors);
+                }
+            } else if inner.path.is_ident("every") {
+                let expr: syn::Expr = inner.value()?.parse()?;
+                match &expr {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Int(int),
+                        ..
+                    }) if int.base10_parse::<u64>().is_ok() => {
+                        let n = int.base10_parse::<u64>()?;
+                        attr::set_once(&mut every, n, &inner, "aggregate", errors);
+                    }
+                    _ => errors.spanned(
+                        &expr,
+                        "expected how many events between snapshots: an integer, such as \
+                         `every = 100` (0 saves none)",
+                    ),
+                }
+            } else {
+                attr::unknown_key(
+                    &inner,
+                    "aggregate",
+                    "`version` or `every` inside `snapshot(...)`",
+                    errors,
+                )?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(SnapshotAttr {
+        span: meta.path.span(),
+        version: version.unwrap_or(1),
+        every: every.unwrap_or(100),
+    })
+}
+
 fn expand(model: &AggregateModel<'_>) -> TokenStream {
     let AggregateModel {
         ident,
         kind,
         event,
         error,
+        snapshot,
     } = model;
     // A missing `Apply<Event>` impl is reported at the `event = ...` type, a missing `Default`
     // (the supertrait) once, at the struct's name: the rest of the impl carries its span.
     let apply = quote_spanned! {event.span()=>
         <Self as ::keel::Apply<#event>>::apply(self, __event)
     };
+    // Serde bounds are reported at the `snapshot` key.
+    let snapshot = snapshot.as_ref().map(|s| {
+        let SnapshotAttr { span, version, every } = s;
+        quote_spanned! {*span=>
+            const SNAPSHOT: ::core::option::Option<::keel::__private::SnapshotConfig> =
+                ::core::option::Option::Some(::keel::__private::SnapshotConfig {
+                    version: #version,
+                    every: #every,
+                });
+
+            fn encode_snapshot(
+                &self,
+            ) -> ::core::result::Result<::std::vec::Vec<::core::primitive::u8>, ::keel::SnapshotError> {
+                ::keel::__private::encode_snapshot(#kind, self)
+            }
+
+            fn decode_snapshot(
+                __payload: &[::core::primitive::u8],
+            ) -> ::core::result::Result<Self, ::keel::SnapshotError> {
+                ::keel::__private::decode_snapshot(#kind, __payload)
+            }
+        }
+    });
     let body = quote_spanned! {ident.span()=>
         const KIND: &'static ::core::primitive::str = #kind;
         type Event = #event;
@@ -176,6 +263,8 @@ fn expand(model: &AggregateModel<'_>) -> TokenStream {
         fn apply_event(&mut self, __event: &Self::Event) {
             #apply
         }
+
+        #snapshot
     };
     quote_spanned! {ident.span()=>
         #[automatically_derived]
@@ -282,7 +371,7 @@ mod tests {
                 "`Aggregate` can only be derived for structs: the aggregate's state",
                 "generic aggregates are not supported: an aggregate kind names one concrete type",
                 "expected a string literal: `kind = \"...\"`",
-                "unknown key `colour` in `#[aggregate(...)]`; expected `kind`, `event` or `error`",
+                "unknown key `colour` in `#[aggregate(...)]`; expected `kind`, `event`, `error` or `snapshot`",
                 "duplicate key `event` in `#[aggregate(...)]`",
                 "missing `kind` in `#[aggregate(...)]`: the name of the aggregate's streams and topic, such as `kind = \"account\"`",
                 "missing `error` in `#[aggregate(...)]`: why its commands are rejected, such as `error = AccountError`",
