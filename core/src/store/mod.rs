@@ -36,6 +36,8 @@ use crate::snapshot::Snapshot;
 mod error;
 mod ledger;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod tail;

@@ -1,0 +1,680 @@
+//! Group commit: one batcher task gathers concurrent appends into shared transactions.
+//!
+//! How an append meets the contract on PostgreSQL:
+//!
+//! - **Batch**: the batcher drains its queue (up to `max_batch` appends, waiting at most
+//!   `batch_wait` for more), across any topics and partitions, and commits them in one
+//!   transaction on its own connection: `BEGIN`, lock the head rows, read, write, `COMMIT`.
+//!   Each statement takes whole arrays (`unnest`), so a batch costs the same five round trips
+//!   whether it holds one append or five hundred.
+//! - **Offsets dense and in commit order**: every partition has a head row holding its next
+//!   offset. The batch locks the head rows of the partitions it may write
+//!   (`lock_heads.sql`, `SELECT … FOR UPDATE`, in one global order so batches never deadlock),
+//!   assigns offsets from them and advances them before committing. A second writer of the
+//!   same partition (another process, a hand-written transaction) waits for the lock, so the
+//!   appends to a partition commit one after the other, and a reader that sees offset n sees
+//!   every offset below it. A sequence read by position would let a later append commit before
+//!   an earlier one and a tailing reader skip it; there is none here.
+//! - **Checks in order**: after the locks are held, one statement (`read_batch.sql`) reads the
+//!   version of every stream and the stored answer of every command id the batch names, in a
+//!   snapshot that holds every earlier commit to those partitions. The shared
+//!   [`Ledger`] then decides each append in queue order, exactly as the SQLite writer does: the
+//!   command id first (a committed one replays its first answer, another fingerprint is
+//!   [`Error::CommandIdReused`]), then the expected version, then the placement. A later append
+//!   of the batch sees the earlier ones.
+//! - **Writes**: one statement (`write_batch.sql`) inserts every accepted event, the streams'
+//!   versions, the command ids (whose primary key makes them count once, across processes and
+//!   restarts) and the new heads, and queues a `NOTIFY` that PostgreSQL delivers on commit.
+//! - **Each caller its own answer**: a conflict, a replay or a refused command id answers its
+//!   own caller only. Input a validation missed and the database refuses fails the batch; the
+//!   batcher then commits its appends one by one, so only the bad one fails.
+//! - **Faults**: a deadlock or serialization failure retries the batch. A lost connection
+//!   before `COMMIT` was sent rolled the transaction back: the batcher reconnects and retries
+//!   once, then answers [`Error::Backend`]. A connection lost during `COMMIT` leaves the outcome
+//!   unknown; the callers are told so (a retry with the same command id is safe). The next
+//!   batch connects again, so the store recovers by itself when the server is back.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::row;
+use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
+use crate::store::ledger::{Decision, Ledger};
+use crate::store::{AppendRequest, Appended, Error, ExpectedVersion, Result, validate};
+
+/// Work for the batcher.
+pub(super) enum Job {
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<Result<Appended>>,
+    },
+    /// Finish what was queued before, close the connection, stop.
+    Shutdown,
+}
+
+/// Counters, signals and the topic cache, shared between the batcher and the store handle.
+pub(super) struct Shared {
+    pub(super) commits: watch::Sender<u64>,
+    pub(super) transactions: AtomicU64,
+    pub(super) appends: AtomicU64,
+    /// Partition counts never change once a topic exists, so they are cached.
+    pub(super) topics: std::sync::RwLock<HashMap<Topic, u32>>,
+}
+
+impl Shared {
+    pub(super) fn cached_partitions(&self, topic: &Topic) -> Option<u32> {
+        self.topics
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(topic)
+            .copied()
+    }
+
+    pub(super) fn cache_topic(&self, topic: &Topic, partitions: u32) {
+        self.topics
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(topic.clone(), partitions);
+    }
+}
+
+pub(super) struct Batcher {
+    pub(super) options: PgConnectOptions,
+    pub(super) connect_timeout: Duration,
+    pub(super) conn: Option<PgConnection>,
+    pub(super) jobs: mpsc::Receiver<Job>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) default_partitions: u32,
+    pub(super) max_batch: usize,
+    pub(super) batch_wait: Duration,
+    pub(super) channel: String,
+}
+
+type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
+
+/// How many times a batch is tried again after a deadlock or a serialization failure.
+const MAX_RETRIES: u32 = 5;
+
+/// Where a batch failed, which says whether it may have committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Before `COMMIT` was sent: the transaction did not commit.
+    Work,
+    /// During `COMMIT`: it may or may not have committed.
+    Commit,
+}
+
+/// One batch failure, shared by every caller of the batch.
+#[derive(Debug, Clone)]
+struct BatchFailed {
+    error: Arc<sqlx::Error>,
+    unknown_outcome: bool,
+}
+
+impl fmt::Display for BatchFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.unknown_outcome {
+            write!(
+                f,
+                "the connection to PostgreSQL failed during COMMIT, so the append may or may not \
+                 have committed (retrying with the same command id is safe): {}",
+                self.error
+            )
+        } else {
+            write!(f, "nothing was written: {}", self.error)
+        }
+    }
+}
+
+impl std::error::Error for BatchFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// Whether an error means the connection is gone (the server stopped, the network failed).
+pub(super) fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-57P03: the server is shutting down or starting.
+            code.starts_with("08") || code.starts_with("57P")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether running the batch again may succeed: a deadlock or a serialization failure.
+fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c == "40P01" || c == "40001"))
+}
+
+/// Whether the database refused the data itself (a value it cannot store).
+fn is_data_error(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+impl Batcher {
+    pub(super) async fn run(mut self) {
+        let mut stopping = false;
+        while !stopping {
+            let Some(job) = self.jobs.recv().await else {
+                break;
+            };
+            let mut batch: Vec<Pending> = Vec::new();
+            match job {
+                Job::Append { request, reply } => batch.push((request, reply)),
+                Job::Shutdown => stopping = true,
+            }
+            let deadline = tokio::time::Instant::now() + self.batch_wait;
+            while !stopping && batch.len() < self.max_batch {
+                let next = match self.jobs.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) if self.batch_wait.is_zero() => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        tokio::time::timeout_at(deadline, self.jobs.recv())
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                };
+                match next {
+                    Some(Job::Append { request, reply }) => batch.push((request, reply)),
+                    Some(Job::Shutdown) => stopping = true,
+                    None => break,
+                }
+            }
+            self.commit_batch(batch).await;
+        }
+        if let Some(conn) = self.conn.take()
+            && let Err(e) = sqlx::Connection::close(conn).await
+        {
+            tracing::debug!(error = %e, "closing the PostgreSQL batcher connection failed");
+        }
+        tracing::debug!("postgres batcher stopped");
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(size = batch.len()))]
+    async fn commit_batch(&mut self, batch: Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.shared
+            .appends
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let requests: Vec<&AppendRequest> = batch.iter().map(|(r, _)| r).collect();
+        match self.run_batch(&requests).await {
+            Ok(decisions) => {
+                for ((_, reply), decision) in batch.into_iter().zip(decisions) {
+                    let _ = reply.send(decision);
+                }
+            }
+            Err((e, _)) if batch.len() > 1 && is_data_error(&e) => {
+                tracing::warn!(error = %e, "the database refused a batch; committing its appends one by one");
+                for (request, reply) in batch {
+                    let answer = match self.run_batch(&[&request]).await {
+                        Ok(mut decisions) => decisions.pop().unwrap_or(Err(Error::Closed)),
+                        Err((e, stage)) => Err(failed(e, stage)),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            Err((e, stage)) => {
+                tracing::error!(error = %e, "append batch failed");
+                let error = BatchFailed {
+                    error: Arc::new(e),
+                    unknown_outcome: stage == Stage::Commit,
+                };
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(Error::backend("append", error.clone())));
+                }
+            }
+        }
+    }
+
+    /// Runs a batch, retrying after deadlocks and, once, after a connection lost before
+    /// `COMMIT`. The inner results are each request's own answer.
+    async fn run_batch(
+        &mut self,
+        batch: &[&AppendRequest],
+    ) -> Result<Vec<Result<Appended>>, (sqlx::Error, Stage)> {
+        let mut retries = 0;
+        let mut reconnected = false;
+        loop {
+            if let Err(e) = self.connect().await {
+                return Err((e, Stage::Work));
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Err((sqlx::Error::PoolClosed, Stage::Work));
+            };
+            match try_batch(conn, batch, self.default_partitions, &self.channel, &self.shared).await
+            {
+                Ok((decisions, committed)) => {
+                    if committed {
+                        self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+                        self.shared.commits.send_modify(|n| *n += 1);
+                    }
+                    return Ok(decisions
+                        .into_iter()
+                        .map(|d| {
+                            d.map(|d| match d {
+                                Decision::Replay(a) | Decision::Write { appended: a, .. } => a,
+                            })
+                        })
+                        .collect());
+                }
+                Err((e, stage)) => {
+                    if is_connection_error(&e) {
+                        self.conn = None;
+                        if stage == Stage::Work && !reconnected {
+                            reconnected = true;
+                            tracing::warn!(error = %e, "lost the PostgreSQL connection; reconnecting");
+                            continue;
+                        }
+                        return Err((e, stage));
+                    }
+                    self.rollback().await;
+                    if is_transient(&e) && retries < MAX_RETRIES {
+                        retries += 1;
+                        tracing::debug!(error = %e, retries, "retrying an append batch");
+                        continue;
+                    }
+                    return Err((e, stage));
+                }
+            }
+        }
+    }
+
+    /// Connects when the batcher has no connection (at the start, or after one was lost).
+    async fn connect(&mut self) -> sqlx::Result<()> {
+        if self.conn.is_none() {
+            let conn = tokio::time::timeout(
+                self.connect_timeout,
+                sqlx::ConnectOptions::connect(&self.options),
+            )
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting to PostgreSQL took longer than {:?}",
+                        self.connect_timeout
+                    ),
+                ))
+            })??;
+            self.conn = Some(conn);
+        }
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        if let Some(conn) = self.conn.as_mut()
+            && let Err(e) = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await
+        {
+            tracing::warn!(error = %e, "rolling back a failed batch failed; dropping the connection");
+            self.conn = None;
+        }
+    }
+}
+
+fn failed(e: sqlx::Error, stage: Stage) -> Error {
+    Error::backend(
+        "append",
+        BatchFailed {
+            error: Arc::new(e),
+            unknown_outcome: stage == Stage::Commit,
+        },
+    )
+}
+
+type Decisions = Vec<Result<Decision>>;
+
+/// One try of a batch in one transaction. On error the transaction is left for the caller to
+/// roll back (or the connection to drop).
+
+async fn try_batch(
+    conn: &mut PgConnection,
+    batch: &[&AppendRequest],
+    default_partitions: u32,
+    channel: &str,
+    shared: &Shared,
+) -> Result<(Decisions, bool), (sqlx::Error, Stage)> {
+    let work = |e| (e, Stage::Work);
+    sqlx::Executor::execute(&mut *conn, "BEGIN").await.map_err(work)?;
+    let mut ledger = Ledger::new(default_partitions);
+
+    // Topics: from the cache, else from the table, else created (with their head rows) for the
+    // appends that may write. An append expecting a version above 0 of a stream in a topic
+    // that does not exist is a conflict, and creates nothing.
+    let topics: Vec<&Topic> = dedup(batch.iter().map(|r| r.stream.topic()));
+    for topic in topics {
+        if let Some(n) = shared.cached_partitions(topic) {
+            ledger.topics.insert(topic.clone(), n);
+            continue;
+        }
+        let may_write = batch.iter().any(|r| {
+            r.stream.topic() == topic
+                && !matches!(r.expected, ExpectedVersion::Exact(v) if v > StreamVersion::INITIAL)
+        });
+        let found: Option<i32> = if may_write {
+            create_topic(conn, topic, default_partitions).await.map_err(work)?
+        } else {
+            sqlx::query_scalar("SELECT partitions FROM topics WHERE topic = $1")
+                .bind(topic.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(work)?
+        };
+        // Cached once the batch commits: a topic this batch creates may roll back.
+        if let Some(n) = found.and_then(|n| u32::try_from(n).ok()) {
+            ledger.topics.insert(topic.clone(), n);
+        }
+    }
+
+    // Lock the head rows of every partition the batch may write.
+    let parts: Vec<(&Topic, Partition)> = {
+        let mut parts: Vec<(&Topic, Partition)> = dedup(batch.iter().filter_map(|r| {
+            let n = ledger.topics.get(r.stream.topic())?;
+            Some((r.stream.topic(), validate::partition_of(&r.stream, *n)))
+        }));
+        parts.sort();
+        parts
+    };
+    if !parts.is_empty() {
+        let rows = sqlx::query(include_str!("sql/lock_heads.sql"))
+            .bind(parts.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
+            .bind(parts.iter().map(|(_, p)| to_i32(p.0)).collect::<Vec<_>>())
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(work)?;
+        for row in rows {
+            let topic: String = row.try_get(0).map_err(work)?;
+            let part: i32 = row.try_get(1).map_err(work)?;
+            let next: i64 = row.try_get(2).map_err(work)?;
+            ledger.heads.insert(
+                (
+                    Topic::unchecked(&topic),
+                    Partition(u32::try_from(part).unwrap_or(u32::MAX)),
+                ),
+                Offset(u64::try_from(next).unwrap_or(0)),
+            );
+        }
+        if let Some((topic, part)) = parts
+            .iter()
+            .find(|(t, p)| !ledger.heads.contains_key(&((*t).clone(), *p)))
+        {
+            return Err(work(sqlx::Error::Protocol(format!(
+                "topic {topic} has no head row for partition {part}: the schema is damaged"
+            ))));
+        }
+    }
+
+    // Read the streams' versions and the command ids' answers, now that no one else can write
+    // these partitions.
+    let streams: Vec<&StreamId> = dedup(batch.iter().map(|r| &r.stream));
+    let commands: Vec<(&StreamId, &str)> = dedup(
+        batch
+            .iter()
+            .filter_map(|r| r.command.as_ref().map(|c| (&r.stream, c.id.as_str()))),
+    );
+    let rows = sqlx::query(include_str!("sql/read_batch.sql"))
+        .bind(streams.iter().map(|s| s.kind()).collect::<Vec<_>>())
+        .bind(streams.iter().map(|s| s.id()).collect::<Vec<_>>())
+        .bind(commands.iter().map(|(s, _)| s.kind()).collect::<Vec<_>>())
+        .bind(commands.iter().map(|(s, _)| s.id()).collect::<Vec<_>>())
+        .bind(commands.iter().map(|(_, c)| *c).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(work)?;
+    let by_stream: HashMap<(&str, &str), &StreamId> =
+        streams.iter().map(|s| ((s.kind(), s.id()), *s)).collect();
+    let by_command: HashMap<(&str, &str, &str), (&StreamId, &CommandId)> = batch
+        .iter()
+        .filter_map(|r| {
+            let c = r.command.as_ref()?;
+            Some(((r.stream.kind(), r.stream.id(), c.id.as_str()), (&r.stream, &c.id)))
+        })
+        .collect();
+    for row in &rows {
+        let is_command: bool = row.try_get("is_command").map_err(work)?;
+        let topic: &str = row.try_get("topic").map_err(work)?;
+        let id: &str = row.try_get("stream_id").map_err(work)?;
+        if is_command {
+            let command: &str = row.try_get("command_id").map_err(work)?;
+            let Some(&(stream, command_id)) = by_command.get(&(topic, id, command)) else {
+                continue;
+            };
+            let record = row::command_record(row, stream)
+                .map_err(|e| work(sqlx::Error::Decode(Box::new(e))))?;
+            ledger
+                .commands
+                .insert((stream.clone(), command_id.clone()), record);
+        } else if let Some(&stream) = by_stream.get(&(topic, id)) {
+            let version: i64 = row.try_get("version").map_err(work)?;
+            ledger.streams.insert(
+                stream.clone(),
+                StreamVersion(u64::try_from(version).unwrap_or(0)),
+            );
+        }
+    }
+
+    let decisions: Decisions = batch.iter().map(|r| ledger.decide(r)).collect();
+    let writes: Vec<(&AppendRequest, &Appended)> = batch
+        .iter()
+        .zip(&decisions)
+        .filter_map(|(r, d)| match d {
+            Ok(Decision::Write { appended, .. }) => Some((*r, appended)),
+            _ => None,
+        })
+        .collect();
+    let wrote = !writes.is_empty();
+    if wrote {
+        write(conn, &writes, &ledger, channel)
+            .await
+            .map_err(work)?;
+    }
+    sqlx::Executor::execute(&mut *conn, "COMMIT")
+        .await
+        .map_err(|e| (e, Stage::Commit))?;
+    // The topics this batch found or created are committed now.
+    for (topic, n) in &ledger.topics {
+        if shared.cached_partitions(topic).is_none() {
+            shared.cache_topic(topic, *n);
+        }
+    }
+    Ok((decisions, wrote))
+}
+
+/// Creates `topic` with `partitions` partitions, or finds it; its partition count.
+pub(super) async fn create_topic(
+    conn: &mut PgConnection,
+    topic: &Topic,
+    partitions: u32,
+) -> sqlx::Result<Option<i32>> {
+    // Empty only when a concurrent transaction created the topic after the statement's
+    // snapshot: the next statement sees it.
+    for _ in 0..3 {
+        let found: Option<i32> = sqlx::query_scalar(include_str!("sql/create_topic.sql"))
+            .bind(topic.as_str())
+            .bind(to_i32(partitions))
+            .fetch_optional(&mut *conn)
+            .await?;
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    Ok(None)
+}
+
+/// The accepted appends of a batch, as the columns of `write_batch.sql`.
+async fn write(
+    conn: &mut PgConnection,
+    writes: &[(&AppendRequest, &Appended)],
+    ledger: &Ledger,
+    channel: &str,
+) -> sqlx::Result<()> {
+    let rows: usize = writes.iter().map(|(r, _)| r.events.len()).sum();
+    let mut e_topic = Vec::with_capacity(rows);
+    let mut e_part = Vec::with_capacity(rows);
+    let mut e_offset = Vec::with_capacity(rows);
+    let mut e_stream = Vec::with_capacity(rows);
+    let mut e_version = Vec::with_capacity(rows);
+    let mut e_type = Vec::with_capacity(rows);
+    let mut e_schema = Vec::with_capacity(rows);
+    let mut e_payload = Vec::with_capacity(rows);
+    let mut e_id = Vec::with_capacity(rows);
+    let mut e_command = Vec::with_capacity(rows);
+    let mut e_correlation = Vec::with_capacity(rows);
+    let mut e_causation = Vec::with_capacity(rows);
+    let mut e_timestamp = Vec::with_capacity(rows);
+    let mut e_metadata = Vec::with_capacity(rows);
+    for (request, appended) in writes {
+        let command = request.command.as_ref();
+        for (event, (offset, version)) in request
+            .events
+            .iter()
+            .zip(appended.offsets.iter().zip(appended.versions()))
+        {
+            e_topic.push(request.stream.kind());
+            e_part.push(to_i32(appended.partition.0));
+            e_offset.push(to_i64(offset.0));
+            e_stream.push(request.stream.id());
+            e_version.push(to_i64(version.0));
+            e_type.push(event.event_type.as_str());
+            e_schema.push(i64::from(event.schema_version));
+            e_payload.push(event.payload.as_slice());
+            e_id.push(event.event_id);
+            e_command.push(command.map(|c| c.id.as_str()));
+            e_correlation.push(command.and_then(|c| c.correlation_id));
+            e_causation.push(command.and_then(|c| c.causation_id));
+            e_timestamp.push(event.timestamp.0);
+            e_metadata.push(
+                validate::metadata_json(event)
+                    .ok()
+                    .filter(|m| !m.is_empty()),
+            );
+        }
+    }
+
+    let streams: Vec<&StreamId> = dedup(writes.iter().map(|(r, _)| &r.stream));
+    let versions: Vec<i64> = streams
+        .iter()
+        .map(|s| to_i64(ledger.streams.get(*s).copied().unwrap_or_default().0))
+        .collect();
+
+    let commands: Vec<_> = writes
+        .iter()
+        .filter_map(|(r, a)| r.command.as_ref().map(|c| (*r, *a, c)))
+        .collect();
+
+    let mut heads: Vec<(&Topic, Partition)> =
+        dedup(writes.iter().map(|(r, a)| (r.stream.topic(), a.partition)));
+    heads.sort();
+    let next: Vec<i64> = heads
+        .iter()
+        .map(|(t, p)| {
+            to_i64(
+                ledger
+                    .heads
+                    .get(&((*t).clone(), *p))
+                    .copied()
+                    .unwrap_or_default()
+                    .0,
+            )
+        })
+        .collect();
+    let mut payload = heads
+        .iter()
+        .map(|(t, p)| format!("{t}:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if payload.len() > 7000 {
+        payload = "*".to_owned();
+    }
+
+    sqlx::query(include_str!("sql/write_batch.sql"))
+        .bind(e_topic)
+        .bind(e_part)
+        .bind(e_offset)
+        .bind(e_stream)
+        .bind(e_version)
+        .bind(e_type)
+        .bind(e_schema)
+        .bind(e_payload)
+        .bind(e_id)
+        .bind(e_command)
+        .bind(e_correlation)
+        .bind(e_causation)
+        .bind(e_timestamp)
+        .bind(e_metadata)
+        .bind(streams.iter().map(|s| s.kind()).collect::<Vec<_>>())
+        .bind(streams.iter().map(|s| s.id()).collect::<Vec<_>>())
+        .bind(versions)
+        .bind(commands.iter().map(|(r, _, _)| r.stream.kind()).collect::<Vec<_>>())
+        .bind(commands.iter().map(|(r, _, _)| r.stream.id()).collect::<Vec<_>>())
+        .bind(commands.iter().map(|(_, _, c)| c.id.as_str()).collect::<Vec<_>>())
+        .bind(
+            commands
+                .iter()
+                .map(|(_, _, c)| c.fingerprint.0.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|(_, a, _)| to_i32(a.partition.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|(_, a, _)| to_i64(a.first_version.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|(_, a, _)| to_i64(a.offsets.first().map_or(0, |o| o.0)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|(_, a, _)| i32::try_from(a.offsets.len()).unwrap_or(i32::MAX))
+                .collect::<Vec<_>>(),
+        )
+        .bind(heads.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
+        .bind(heads.iter().map(|(_, p)| to_i32(p.0)).collect::<Vec<_>>())
+        .bind(next)
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await
+        .map(|_| ())
+}
+
+fn dedup<T: Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    items.filter(|i| seen.insert(*i)).collect()
+}

@@ -1,0 +1,28 @@
+-- Writes a batch's accepted appends in one round trip: every event (one row per array element),
+-- the streams' new versions, the command ids, the partitions' new heads; and notifies listeners,
+-- which PostgreSQL delivers when (and only if) the transaction commits.
+WITH new_events AS (
+    INSERT INTO events (topic, part, log_offset, stream_id, version, event_type, schema_version,
+                        payload, event_id, command_id, correlation_id, causation_id,
+                        timestamp_us, metadata)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::bigint[],
+                         $6::text[], $7::bigint[], $8::bytea[], $9::uuid[], $10::text[],
+                         $11::uuid[], $12::uuid[], $13::bigint[], $14::text[])
+),
+stream_versions AS (
+    INSERT INTO streams (topic, stream_id, version)
+    SELECT * FROM unnest($15::text[], $16::text[], $17::bigint[])
+    ON CONFLICT (topic, stream_id) DO UPDATE SET version = excluded.version
+),
+new_commands AS (
+    INSERT INTO commands (topic, stream_id, command_id, fingerprint, part, first_version,
+                          first_offset, count)
+    SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::bytea[], $22::int[],
+                         $23::bigint[], $24::bigint[], $25::int[])
+),
+heads AS (
+    UPDATE partitions AS p SET next_offset = h.next_offset
+    FROM unnest($26::text[], $27::int[], $28::bigint[]) AS h (topic, part, next_offset)
+    WHERE p.topic = h.topic AND p.part = h.part
+)
+SELECT pg_notify($29, $30)
