@@ -268,7 +268,14 @@ impl Batcher {
             let Some(conn) = self.conn.as_mut() else {
                 return Err((sqlx::Error::PoolClosed, Stage::Work));
             };
-            match try_batch(conn, batch, self.default_partitions, &self.channel, &self.shared).await
+            match try_batch(
+                conn,
+                batch,
+                self.default_partitions,
+                &self.channel,
+                &self.shared,
+            )
+            .await
             {
                 Ok((decisions, committed)) => {
                     if committed {
@@ -361,7 +368,9 @@ async fn try_batch(
     shared: &Shared,
 ) -> Result<(Decisions, bool), (sqlx::Error, Stage)> {
     let work = |e| (e, Stage::Work);
-    sqlx::Executor::execute(&mut *conn, "BEGIN").await.map_err(work)?;
+    sqlx::Executor::execute(&mut *conn, "BEGIN")
+        .await
+        .map_err(work)?;
     let mut ledger = Ledger::new(default_partitions);
 
     // Topics: from the cache, else from the table, else created (with their head rows) for the
@@ -378,7 +387,9 @@ async fn try_batch(
                 && !matches!(r.expected, ExpectedVersion::Exact(v) if v > StreamVersion::INITIAL)
         });
         let found: Option<i32> = if may_write {
-            create_topic(conn, topic, default_partitions).await.map_err(work)?
+            create_topic(conn, topic, default_partitions)
+                .await
+                .map_err(work)?
         } else {
             sqlx::query_scalar("SELECT partitions FROM topics WHERE topic = $1")
                 .bind(topic.as_str())
@@ -453,7 +464,10 @@ async fn try_batch(
         .iter()
         .filter_map(|r| {
             let c = r.command.as_ref()?;
-            Some(((r.stream.kind(), r.stream.id(), c.id.as_str()), (&r.stream, &c.id)))
+            Some((
+                (r.stream.kind(), r.stream.id(), c.id.as_str()),
+                (&r.stream, &c.id),
+            ))
         })
         .collect();
     for row in &rows {
@@ -490,9 +504,7 @@ async fn try_batch(
         .collect();
     let wrote = !writes.is_empty();
     if wrote {
-        write(conn, &writes, &ledger, channel)
-            .await
-            .map_err(work)?;
+        write(conn, &writes, &ledger, channel).await.map_err(work)?;
     }
     sqlx::Executor::execute(&mut *conn, "COMMIT")
         .await
@@ -631,9 +643,24 @@ async fn write(
         .bind(streams.iter().map(|s| s.kind()).collect::<Vec<_>>())
         .bind(streams.iter().map(|s| s.id()).collect::<Vec<_>>())
         .bind(versions)
-        .bind(commands.iter().map(|(r, _, _)| r.stream.kind()).collect::<Vec<_>>())
-        .bind(commands.iter().map(|(r, _, _)| r.stream.id()).collect::<Vec<_>>())
-        .bind(commands.iter().map(|(_, _, c)| c.id.as_str()).collect::<Vec<_>>())
+        .bind(
+            commands
+                .iter()
+                .map(|(r, _, _)| r.stream.kind())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|(r, _, _)| r.stream.id())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            commands
+                .iter()
+                .map(|(_, _, c)| c.id.as_str())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             commands
                 .iter()

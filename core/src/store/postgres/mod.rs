@@ -296,7 +296,10 @@ impl PostgresStore {
         self.readers.close().await;
     }
 
-    async fn send(&self, job: impl FnOnce(oneshot::Sender<Result<Appended>>) -> Job) -> Result<Appended> {
+    async fn send(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<Appended>>) -> Job,
+    ) -> Result<Appended> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(job(tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -383,11 +386,13 @@ impl EventStore for PostgresStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion> {
         let v: Option<i64> = self
             .read("read a stream version", |pool| async move {
-                sqlx::query_scalar("SELECT version FROM streams WHERE topic = $1 AND stream_id = $2")
-                    .bind(stream.kind())
-                    .bind(stream.id())
-                    .fetch_optional(&pool)
-                    .await
+                sqlx::query_scalar(
+                    "SELECT version FROM streams WHERE topic = $1 AND stream_id = $2",
+                )
+                .bind(stream.kind())
+                .bind(stream.id())
+                .fetch_optional(&pool)
+                .await
             })
             .await?;
         Ok(StreamVersion(

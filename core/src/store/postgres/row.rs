@@ -10,7 +10,11 @@ use crate::store::{Appended, CommandRecord, Error, Result};
 
 /// A record of `topic` (and of `stream`, when the caller read one stream) from a row of
 /// `read_stream.sql` or `read_partition.sql`.
-pub(super) fn record(row: &PgRow, topic: &Topic, stream: Option<&StreamId>) -> Result<RecordedEvent> {
+pub(super) fn record(
+    row: &PgRow,
+    topic: &Topic,
+    stream: Option<&StreamId>,
+) -> Result<RecordedEvent> {
     let part: i32 = row
         .try_get("part")
         .map_err(|e| Error::backend("decode a stored record", e))?;
@@ -41,8 +45,8 @@ pub(super) fn record(row: &PgRow, topic: &Topic, stream: Option<&StreamId>) -> R
     let schema_version: i64 = row
         .try_get("schema_version")
         .map_err(|e| corrupt(format!("schema_version: {e}")))?;
-    let schema_version = u32::try_from(schema_version)
-        .map_err(|_| corrupt("schema version out of range".into()))?;
+    let schema_version =
+        u32::try_from(schema_version).map_err(|_| corrupt("schema version out of range".into()))?;
     let uuid = |name: &str| -> Result<Option<Uuid>> {
         row.try_get::<Option<Uuid>, _>(name)
             .map_err(|e| corrupt(format!("{name}: {e}")))

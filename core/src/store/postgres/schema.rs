@@ -74,10 +74,12 @@ pub(super) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<()>
 async fn migrate_locked(conn: &mut PgConnection, schema: &str) -> Result<()> {
     let fail = |e: sqlx::Error| Error::backend("create the PostgreSQL schema", e);
     // The name was checked: lowercase letters, digits and underscores only.
-    sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-        .execute(&mut *conn)
-        .await
-        .map_err(fail)?;
+    sqlx::Executor::execute(
+        &mut *conn,
+        format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"").as_str(),
+    )
+    .await
+    .map_err(fail)?;
     let recorded: bool = sqlx::query_scalar(
         "SELECT to_regclass(format('%I._sqlx_migrations', $1::text)) IS NOT NULL",
     )

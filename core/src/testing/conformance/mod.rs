@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use async_trait::async_trait;
+
 use crate::envelope::{CommandMeta, Fingerprint, NewEvent};
 use crate::event::{DecodeError, DecodeErrorKind, EncodeError, Event};
 use crate::ids::{CommandId, IdError, Offset, Partition, StreamId, StreamVersion, Topic};
@@ -39,6 +41,9 @@ pub use idempotency::*;
 pub use partitions::*;
 pub use snapshots::*;
 
+#[cfg(feature = "postgres")]
+pub use crate::testing::postgres::PostgresBackend;
+
 /// How the suite makes, closes and reopens stores of one backend.
 pub trait Backend: Sized + Send + Sync + 'static {
     /// The store type.
@@ -53,6 +58,37 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// Closes a store, waiting for its writes to finish.
     fn close(&self, store: Self::Store) -> impl Future<Output = ()> + Send;
+
+    /// Opens an append transaction from a separate connection (as another process would),
+    /// writes `event` in it as version 1 of `stream` (a new stream) at the head of `partition`,
+    /// the way the store's own appends do, and holds it open until
+    /// [`HeldAppend::commit`]. The store's appends to that partition meanwhile must not let a
+    /// tailing reader skip the held record (case 15).
+    ///
+    /// `None` (the default) where there is no such transaction to hold (an in-memory store, a
+    /// log without SQL transactions): case 15 then checks the weaker promise that a tail sees
+    /// concurrent appends once, in order.
+    fn hold_append<'a>(
+        &'a self,
+        store: &'a Self::Store,
+        stream: &'a StreamId,
+        partition: Partition,
+        event: &'a NewEvent,
+    ) -> impl Future<Output = Option<Box<dyn HeldAppend + 'a>>> + Send + 'a {
+        let _ = (store, stream, partition, event);
+        async { None }
+    }
+}
+
+/// An append transaction held open by [`Backend::hold_append`].
+#[async_trait]
+pub trait HeldAppend: Send {
+    /// How many of the store's appends are waiting for this transaction to end, as far as the
+    /// backend can tell (0 while none is).
+    async fn waiting(&mut self) -> usize;
+
+    /// Commits the held transaction: its record becomes visible, the waiting appends go on.
+    async fn commit(self: Box<Self>);
 }
 
 /// The in-memory backend: reopening gives an empty store (it is not durable).
@@ -115,6 +151,91 @@ impl Backend for SqliteBackend {
     async fn close(&self, store: Self::Store) {
         store.close().await;
     }
+
+    async fn hold_append<'a>(
+        &'a self,
+        store: &'a Self::Store,
+        stream: &'a StreamId,
+        partition: Partition,
+        event: &'a NewEvent,
+    ) -> Option<Box<dyn HeldAppend + 'a>> {
+        use sqlx::{Connection, Executor};
+        let mut conn =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.path().display()))
+                .await
+                .expect("open a second connection to the SQLite file");
+        conn.execute("BEGIN IMMEDIATE")
+            .await
+            .expect("take the write lock");
+        let topic = stream.kind();
+        let part = i64::from(partition.0);
+        sqlx::query(
+            "INSERT INTO keel_events (topic, part, log_offset, stream_id, version, event_type, \
+             schema_version, payload, event_id, timestamp) \
+             SELECT ?1, ?2, next_offset, ?3, 1, ?4, ?5, ?6, ?7, ?8 FROM keel_partitions \
+             WHERE topic = ?1 AND part = ?2",
+        )
+        .bind(topic)
+        .bind(part)
+        .bind(stream.id())
+        .bind(&event.event_type)
+        .bind(i64::from(event.schema_version))
+        .bind(&event.payload)
+        .bind(event.event_id.as_bytes().as_slice())
+        .bind(event.timestamp.0)
+        .execute(&mut conn)
+        .await
+        .expect("write the held record (the partition must have records)");
+        sqlx::query(
+            "INSERT INTO keel_streams (topic, stream_id, version, part) VALUES (?, ?, 1, ?)",
+        )
+        .bind(topic)
+        .bind(stream.id())
+        .bind(part)
+        .execute(&mut conn)
+        .await
+        .expect("create the held stream");
+        sqlx::query(
+            "UPDATE keel_partitions SET next_offset = next_offset + 1 WHERE topic = ? AND part = ?",
+        )
+        .bind(topic)
+        .bind(part)
+        .execute(&mut conn)
+        .await
+        .expect("advance the head");
+        Some(Box::new(SqliteHeld {
+            conn,
+            store,
+            taken: store.stats().appends,
+        }))
+    }
+}
+
+/// The SQLite file's write lock, held by another connection.
+#[cfg(feature = "sqlite")]
+struct SqliteHeld<'a> {
+    conn: sqlx::SqliteConnection,
+    store: &'a crate::store::sqlite::SqliteStore,
+    /// The store's append count when the lock was taken.
+    taken: u64,
+}
+
+#[cfg(feature = "sqlite")]
+#[async_trait]
+impl HeldAppend for SqliteHeld<'_> {
+    /// The appends the store's writer has taken into a batch since: it counts them before it
+    /// asks for the write lock, which it cannot get while this holds it.
+    async fn waiting(&mut self) -> usize {
+        usize::try_from(self.store.stats().appends - self.taken).unwrap_or(usize::MAX)
+    }
+
+    async fn commit(mut self: Box<Self>) {
+        use sqlx::Executor;
+        self.conn
+            .execute("COMMIT")
+            .await
+            .expect("COMMIT the held append");
+    }
 }
 
 /// Instantiates every conformance case as a `#[tokio::test]` for a [`Backend`].
@@ -138,6 +259,7 @@ macro_rules! conformance_suite {
             read_partition_yields_every_record_once_in_order,
             offsets_are_dense_in_commit_order,
             tail_sees_every_concurrent_append_once_in_order,
+            held_open_append_never_lets_a_tail_skip,
             streams_land_in_their_murmur2_partition,
             reopening_a_topic_with_another_partition_count_fails,
             concurrent_appenders_share_commits,
