@@ -93,6 +93,96 @@ pub fn database_url(url: &str, database: &str) -> String {
     }
 }
 
+/// A throwaway PostgreSQL cluster of a test's own, made by `scripts/postgres.sh` (for tests
+/// that stop and restart the server, which they must not do to the shared one). Stopped and
+/// deleted when dropped.
+#[derive(Debug)]
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    script: std::path::PathBuf,
+    url: String,
+}
+
+impl Cluster {
+    /// Creates and starts a cluster with `script` (the path of `scripts/postgres.sh`, which
+    /// installs PostgreSQL first when it is missing).
+    ///
+    /// # Panics
+    ///
+    /// When the script fails, with its output.
+    pub async fn start(script: impl Into<std::path::PathBuf>) -> Self {
+        let script = script.into();
+        let dir = tempfile::tempdir().expect("a temporary directory for the cluster");
+        let url = run_script(&script, &["start", &dir.path().to_string_lossy()]).await;
+        Self {
+            dir,
+            script,
+            url: url.trim().to_owned(),
+        }
+    }
+
+    /// The cluster's URL (database `postgres`, user `postgres`, trust authentication).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server. `immediate` is a crash (no shutdown checkpoint; recovery on the next
+    /// start replays the WAL); `fast` a clean shutdown.
+    ///
+    /// # Panics
+    ///
+    /// When the script fails.
+    pub async fn stop(&self, mode: &str) {
+        run_script(
+            &self.script,
+            &["stop", &self.dir.path().to_string_lossy(), mode],
+        )
+        .await;
+    }
+
+    /// Starts the stopped server again, on the same port.
+    ///
+    /// # Panics
+    ///
+    /// When the script fails.
+    pub async fn restart(&self) {
+        run_script(
+            &self.script,
+            &["restart", &self.dir.path().to_string_lossy()],
+        )
+        .await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(&self.script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .arg("immediate")
+            .output();
+    }
+}
+
+async fn run_script(script: &std::path::Path, args: &[&str]) -> String {
+    let mut command = std::process::Command::new("bash");
+    command.arg(script).args(args);
+    let shown = format!("bash {} {}", script.display(), args.join(" "));
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("the script's task")
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        output.status.success(),
+        "{shown} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// The PostgreSQL backend of the conformance suite: every test gets a schema of its own on the
 /// test server, so tests run in parallel.
 #[derive(Debug)]
