@@ -359,7 +359,6 @@ type Decisions = Vec<Result<Decision>>;
 
 /// One try of a batch in one transaction. On error the transaction is left for the caller to
 /// roll back (or the connection to drop).
-
 async fn try_batch(
     conn: &mut PgConnection,
     batch: &[&AppendRequest],
