@@ -1,5 +1,5 @@
 //! The bank example: accounts with deposits, withdrawals, an overdraft rule and transfers,
-//! event-sourced with keel on a SQLite file.
+//! event-sourced with keel on a SQLite file, or with the log in PostgreSQL.
 //!
 //! It shows domain code written only with keel's public macros, and a small service on top of
 //! keel's [`Repository`](keel::Repository):
@@ -9,6 +9,8 @@
 //! - [`bank`]: the [`Bank`] service: idempotent account commands and statements;
 //! - [`transfer`]: [`Bank::transfer`], moving money between two accounts (idempotent, not
 //!   atomic);
+//! - [`backend`]: where the log lives (a SQLite file or a PostgreSQL database), chosen by the
+//!   binary's command line;
 //! - [`projections`]: the read models — balances and statements in SQLite, balances in
 //!   memory — fed from the log by `keel-projections`.
 //!
@@ -36,6 +38,7 @@
 //! ```
 
 pub mod account;
+pub mod backend;
 pub mod bank;
 pub mod projections;
 pub mod transfer;

@@ -1,12 +1,17 @@
-//! The bank example's command line: accounts event-sourced with keel in a SQLite file.
+//! The bank example's command line: accounts event-sourced with keel in a SQLite file, or with
+//! the log in PostgreSQL.
 //!
 //! Without a subcommand it runs a short scripted scenario on `bank.db` in the working
 //! directory (`--db PATH` or `BANK_DB` to choose another file): it opens `alice` and `bob`,
 //! moves money, transfers, shows a refusal, and prints the balances. Run it twice and the
 //! second run starts from where the first left off: the log is the state.
 //!
+//! With `--database-url postgres://…` (or `BANK_DATABASE_URL`) the log lives in that
+//! PostgreSQL database (schema `keel`); the read models stay in the `--db` SQLite file.
+//!
 //! ```text
 //! cargo run -p bank                              # the scenario
+//! cargo run -p bank -- --database-url postgres://bank@localhost/bank   # the log in PostgreSQL
 //! cargo run -p bank -- open carol Carol --overdraft 50
 //! cargo run -p bank -- deposit carol 20 --command-id pay-17
 //! cargo run -p bank -- transfer carol alice 10 --id rent-2025-01
@@ -20,19 +25,27 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use bank::{Account, AccountEvent, Bank, TransferError};
+use bank::backend::Backend;
+use bank::{Account, AccountEvent, TransferError};
 use clap::{Parser, Subcommand};
 use keel::{Aggregate as _, CommandId, Committed, EventStore as _, Partition, StreamId, Topic};
 
-/// Accounts, deposits, withdrawals and transfers, event-sourced with keel in a SQLite file.
+/// Accounts, deposits, withdrawals and transfers, event-sourced with keel in a SQLite file or
+/// with the log in PostgreSQL.
 ///
 /// Without a subcommand, runs a short scripted scenario.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// The SQLite file holding the log (created if missing).
+    /// The SQLite file holding the read models, and the log unless --database-url puts it in
+    /// PostgreSQL (created if missing).
     #[arg(long, env = "BANK_DB", default_value = "bank.db", global = true)]
     db: PathBuf,
+
+    /// Keep the log in this PostgreSQL database (`postgres://user:password@host/db`, schema
+    /// `keel`) instead of the SQLite file. Use a views file (--db) of its own per log.
+    #[arg(long, env = "BANK_DATABASE_URL", global = true)]
+    database_url: Option<String>,
 
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -148,15 +161,22 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The bank on whichever log the command line chose.
+type Bank = bank::Bank<dyn keel::EventStore>;
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let bank = Bank::open_sqlite(&cli.db)
+    let backend = Backend::choose(&cli.db, cli.database_url.as_deref());
+    let log = backend
+        .open()
         .await
-        .with_context(|| format!("cannot open {}", cli.db.display()))?;
+        .with_context(|| format!("cannot open {backend}"))?;
+    let bank = Bank::new(log.store());
     let result = match cli.command {
-        None => scenario(&bank, &cli.db).await,
+        None => scenario(&bank, &backend, &cli.db).await,
         Some(command) => execute(&bank, &cli.db, command).await,
     };
-    bank.close().await;
+    drop(bank);
+    log.close().await;
     result
 }
 
@@ -392,7 +412,7 @@ const ALICE_OVERDRAFT: u64 = 100;
 /// which run this is.
 const ALICE_DEPOSIT_ID: &str = "scenario-deposit-alice-";
 
-async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
+async fn scenario(bank: &Bank, backend: &Backend, db: &Path) -> anyhow::Result<()> {
     let alice = bank.show("alice").await?;
     let run = 1 + alice
         .lines
@@ -404,8 +424,7 @@ async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
         })
         .count();
     println!(
-        "scenario run {run} on {}: the log holds {} account events, alice is at version {}",
-        db.display(),
+        "scenario run {run} on {backend}: the log holds {} account events, alice is at version {}",
         log_length(bank).await?,
         alice.version
     );
@@ -508,7 +527,10 @@ async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
     for p in projections.iter() {
         p.catch_up().await?;
     }
-    println!("the balances view (a projection of the log, in the same file):");
+    println!(
+        "the balances view (a projection of the log, in {}):",
+        db.display()
+    );
     for row in bank::projections::read_balances(&views).await? {
         println!(
             "  {}: balance {}, version {}, {}",
@@ -519,7 +541,8 @@ async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bank's projections, with their views in the same SQLite file as the log.
+/// The bank's projections, with their views in the SQLite file `db` (the log's file, when the
+/// log is in SQLite).
 async fn projections_of(
     bank: &Bank,
     db: &Path,
@@ -535,7 +558,7 @@ async fn projections_of(
 }
 
 /// How many events the `account` topic holds: the sum of its partitions' heads (offsets are
-/// dense from 0 on SQLite).
+/// dense from 0 on SQLite and PostgreSQL).
 async fn log_length(bank: &Bank) -> anyhow::Result<u64> {
     let store = bank.accounts().store();
     let topic = Topic::new(Account::KIND)?;
