@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The one test command: formatting, lints, and every test (unit, integration, UI, doc).
-# Everything the tests need comes from Cargo (SQLite is bundled by sqlx), so there is no
-# service to install or start. Exits non-zero on the first failure.
+# Everything the tests need comes from Cargo (SQLite is bundled by sqlx), except PostgreSQL:
+# scripts/postgres.sh installs it when missing, starts a throwaway cluster for the run and
+# stops it on exit, whatever the outcome (KEEL_TEST_POSTGRES_URL, when already set, names a
+# server to use instead). Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +22,17 @@ cargo fmt --all --check
 
 echo "==> cargo clippy (all targets, all features, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+
+echo "==> PostgreSQL for the tests"
+# shellcheck source=scripts/postgres.sh
+source scripts/postgres.sh
+if [ -n "${KEEL_TEST_POSTGRES_URL:-}" ]; then
+    echo "using the server at KEEL_TEST_POSTGRES_URL"
+else
+    pg_dir="$(mktemp -d -t keel-postgres.XXXXXX)"
+    trap 'postgres_stop "$pg_dir" immediate || true; rm -rf "$pg_dir"' EXIT
+    postgres_start "$pg_dir"
+fi
 
 echo "==> cargo test (unit, integration, UI and doc tests)"
 cargo test --workspace --all-features --locked

@@ -1,9 +1,13 @@
 //! Keel on PostgreSQL beside its peers, on one server in one run: commands per second on the
-//! bank workload (each command opens a fresh account, so every iteration does the same work)
-//! through Keel's `Repository` and through `cqrs-es` + `postgres-es` 0.5, with 1 writer and with
-//! 64 concurrent writers; appends per second through the `EventStore` (group commit); and the
-//! raw ceilings: a bare sqlx batcher (`unnest` insert, no checks) and `unnest` inserts of 1,000
-//! rows.
+//! bank workload through Keel's `Repository` and through `cqrs-es` + `postgres-es` 0.5, with 1
+//! writer and with 64 concurrent writers on distinct accounts; appends per second through the
+//! `EventStore` (group commit); and the raw ceilings: a bare sqlx batcher (`unnest` insert, no
+//! checks) and `unnest` inserts of 1,000 rows.
+//!
+//! Two command workloads: `deposit`, each writer depositing into its own account again and
+//! again (both frameworks snapshot every 100 events, so a load stays short as the accounts
+//! grow), and `open`, each command opening a fresh account (every command loads an empty
+//! stream).
 //!
 //! The server is `KEEL_TEST_POSTGRES_URL` when set, else a throwaway cluster started with
 //! `scripts/postgres.sh` (installed from Debian's packages when missing) and stopped at the end.
@@ -35,12 +39,14 @@ mod peer {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub(crate) enum AccountEvent {
         Opened { owner: String, overdraft_limit: u64 },
+        Deposited { amount: u64 },
     }
 
     impl DomainEvent for AccountEvent {
         fn event_type(&self) -> String {
             match self {
                 Self::Opened { .. } => "Opened".into(),
+                Self::Deposited { .. } => "Deposited".into(),
             }
         }
 
@@ -53,16 +59,20 @@ mod peer {
     pub(crate) enum AccountError {
         #[error("the account is already open")]
         AlreadyOpen,
+        #[error("the account is not open")]
+        NotOpen,
     }
 
     pub(crate) enum AccountCommand {
         Open { owner: String, overdraft_limit: u64 },
+        Deposit { amount: u64 },
     }
 
     #[derive(Debug, Default, Serialize, Deserialize)]
     pub(crate) struct Account {
         open: bool,
         overdraft_limit: u64,
+        balance: u64,
     }
 
     impl Aggregate for Account {
@@ -87,26 +97,36 @@ mod peer {
                     owner,
                     overdraft_limit,
                 },
+                AccountCommand::Deposit { .. } if !self.open => return Err(AccountError::NotOpen),
+                AccountCommand::Deposit { amount } => AccountEvent::Deposited { amount },
             };
             sink.write(event, self).await;
             Ok(())
         }
 
         fn apply(&mut self, event: AccountEvent) {
-            let AccountEvent::Opened {
-                overdraft_limit, ..
-            } = event;
-            self.open = true;
-            self.overdraft_limit = overdraft_limit;
+            match event {
+                AccountEvent::Opened {
+                    overdraft_limit, ..
+                } => {
+                    self.open = true;
+                    self.overdraft_limit = overdraft_limit;
+                }
+                AccountEvent::Deposited { amount } => self.balance += amount,
+            }
         }
     }
 }
 
-/// Runs `command(n)` once per measured iteration with one writer, and 64 times per iteration
-/// with 64 concurrent writers that never wait for each other.
+/// How many writers the concurrent benches run.
+const WRITERS: u64 = 64;
+
+/// Runs `command(writer, n)` once per measured iteration with one writer (number `WRITERS`),
+/// and `WRITERS` times per iteration with writers `0..WRITERS` that never wait for each other;
+/// `n` counts every command of the group.
 fn bench_commands<F, Fut>(c: &mut Criterion, group: &str, rt: &tokio::runtime::Runtime, command: F)
 where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(u64, u64) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let counter = Arc::new(AtomicU64::new(0));
@@ -116,21 +136,21 @@ where
     g.bench_function("1_writer", |b| {
         b.to_async(rt).iter(|| {
             let n = counter.fetch_add(1, Ordering::Relaxed);
-            command(n)
+            command(WRITERS, n)
         });
     });
-    g.throughput(Throughput::Elements(64));
+    g.throughput(Throughput::Elements(WRITERS));
     g.bench_function("64_writers", |b| {
         b.to_async(rt).iter_custom(|iters| {
             let (counter, command) = (Arc::clone(&counter), command.clone());
             async move {
                 let start = Instant::now();
-                let writers: Vec<_> = (0..64)
-                    .map(|_| {
+                let writers: Vec<_> = (0..WRITERS)
+                    .map(|writer| {
                         let (counter, command) = (Arc::clone(&counter), command.clone());
                         tokio::spawn(async move {
                             for _ in 0..iters {
-                                command(counter.fetch_add(1, Ordering::Relaxed)).await;
+                                command(writer, counter.fetch_add(1, Ordering::Relaxed)).await;
                             }
                         })
                     })
@@ -217,7 +237,32 @@ fn postgres(c: &mut Criterion) {
         .expect("open the PostgreSQL store"),
     );
     let repo = Repository::<Account, PostgresStore>::new(Arc::clone(&store));
-    bench_commands(c, "command/keel-postgres", &rt, move |n| {
+    rt.block_on(async {
+        for writer in 0..=WRITERS {
+            repo.execute(
+                &format!("own-{writer}"),
+                AccountCommand::Open {
+                    owner: format!("writer {writer}"),
+                    overdraft_limit: 0,
+                },
+            )
+            .await
+            .expect("open a writer's account");
+        }
+    });
+    let deposits = repo.clone();
+    bench_commands(c, "command/keel-postgres/deposit", &rt, move |writer, _| {
+        let repo = deposits.clone();
+        async move {
+            repo.execute(
+                &format!("own-{writer}"),
+                AccountCommand::Deposit { amount: 1 },
+            )
+            .await
+            .expect("deposit");
+        }
+    });
+    bench_commands(c, "command/keel-postgres/open", &rt, move |_, n| {
         let repo = repo.clone();
         async move {
             repo.execute(
@@ -256,16 +301,52 @@ fn postgres(c: &mut Criterion) {
         }
     });
     let peer_pool = rt.block_on(postgres_es::default_postgress_pool(&url));
-    let repository = postgres_es::PostgresEventRepository::new(peer_pool).with_tables(
-        &format!("{peer_schema}.events"),
-        &format!("{peer_schema}.snapshots"),
-    );
+    let repository = || {
+        postgres_es::PostgresEventRepository::new(peer_pool.clone()).with_tables(
+            &format!("{peer_schema}.events"),
+            &format!("{peer_schema}.snapshots"),
+        )
+    };
+    // Snapshots every 100 events, as the bank's `Account` does on Keel.
     let cqrs = Arc::new(cqrs_es::CqrsFramework::new(
-        cqrs_es::persist::PersistedEventStore::<_, peer::Account>::new_event_store(repository),
+        cqrs_es::persist::PersistedEventStore::<_, peer::Account>::new_snapshot_store(
+            repository(),
+            100,
+        ),
         vec![],
         (),
     ));
-    bench_commands(c, "command/postgres-es", &rt, move |n| {
+    rt.block_on(async {
+        for writer in 0..=WRITERS {
+            cqrs.execute(
+                &format!("own-{writer}"),
+                peer::AccountCommand::Open {
+                    owner: format!("writer {writer}"),
+                    overdraft_limit: 0,
+                },
+            )
+            .await
+            .expect("open a writer's account");
+        }
+    });
+    let deposits = Arc::clone(&cqrs);
+    bench_commands(c, "command/postgres-es/deposit", &rt, move |writer, _| {
+        let cqrs = Arc::clone(&deposits);
+        async move {
+            cqrs.execute(
+                &format!("own-{writer}"),
+                peer::AccountCommand::Deposit { amount: 1 },
+            )
+            .await
+            .expect("deposit");
+        }
+    });
+    let cqrs = Arc::new(cqrs_es::CqrsFramework::new(
+        cqrs_es::persist::PersistedEventStore::<_, peer::Account>::new_event_store(repository()),
+        vec![],
+        (),
+    ));
+    bench_commands(c, "command/postgres-es/open", &rt, move |_, n| {
         let cqrs = Arc::clone(&cqrs);
         async move {
             cqrs.execute(
@@ -282,7 +363,7 @@ fn postgres(c: &mut Criterion) {
 
     // Appends through the EventStore: group commit.
     let appender = Arc::clone(&store);
-    bench_commands(c, "append/keel-postgres", &rt, move |n| {
+    bench_commands(c, "append/keel-postgres", &rt, move |_, n| {
         let store = Arc::clone(&appender);
         async move {
             let stream = StreamId::new("bench", format!("s{}", n % 10_000)).expect("stream id");
@@ -311,7 +392,7 @@ fn postgres(c: &mut Criterion) {
         }
     });
     let batcher = rt.block_on(async { raw_batcher(pool.clone(), format!("{raw}.events")) });
-    bench_commands(c, "raw/sqlx-batcher", &rt, move |n| {
+    bench_commands(c, "raw/sqlx-batcher", &rt, move |_, n| {
         let batcher = batcher.clone();
         async move {
             let (tx, rx) = oneshot::channel();

@@ -402,78 +402,95 @@ async fn try_batch(
         }
     }
 
-    // Lock the head rows of every partition the batch may write.
-    let parts: Vec<(&Topic, Partition)> = {
-        let mut parts: Vec<(&Topic, Partition)> = dedup(batch.iter().filter_map(|r| {
-            let n = ledger.topics.get(r.stream.topic())?;
-            Some((r.stream.topic(), validate::partition_of(&r.stream, *n)))
-        }));
-        parts.sort();
-        parts
-    };
-    if !parts.is_empty() {
-        let rows = sqlx::query(include_str!("sql/lock_heads.sql"))
-            .bind(parts.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
-            .bind(parts.iter().map(|(_, p)| to_i32(p.0)).collect::<Vec<_>>())
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(work)?;
-        for row in rows {
-            let topic: String = row.try_get(0).map_err(work)?;
-            let part: i32 = row.try_get(1).map_err(work)?;
-            let next: i64 = row.try_get(2).map_err(work)?;
-            ledger.heads.insert(
-                (
-                    Topic::unchecked(&topic),
-                    Partition(u32::try_from(part).unwrap_or(u32::MAX)),
-                ),
-                Offset(u64::try_from(next).unwrap_or(0)),
-            );
-        }
-        if let Some((topic, part)) = parts
-            .iter()
-            .find(|(t, p)| !ledger.heads.contains_key(&((*t).clone(), *p)))
-        {
-            return Err(work(sqlx::Error::Protocol(format!(
-                "topic {topic} has no head row for partition {part}: the schema is damaged"
-            ))));
-        }
-    }
-
-    // Read the streams' versions and the command ids' answers, now that no one else can write
-    // these partitions.
+    // Lock the head rows of every partition the batch may write, and read the streams'
+    // versions and the command ids' answers (again, when another writer committed to these
+    // partitions while the batch waited for the locks: see lock_and_read.sql).
+    let mut parts: Vec<(&Topic, Partition)> = dedup(batch.iter().filter_map(|r| {
+        let n = ledger.topics.get(r.stream.topic())?;
+        Some((r.stream.topic(), validate::partition_of(&r.stream, *n)))
+    }));
+    parts.sort();
     let streams: Vec<&StreamId> = dedup(batch.iter().map(|r| &r.stream));
-    let commands: Vec<(&StreamId, &str)> = dedup(
+    let commands: Vec<(&StreamId, &CommandId)> = dedup(
         batch
             .iter()
-            .filter_map(|r| r.command.as_ref().map(|c| (&r.stream, c.id.as_str()))),
+            .filter_map(|r| r.command.as_ref().map(|c| (&r.stream, &c.id))),
     );
-    let rows = sqlx::query(include_str!("sql/read_batch.sql"))
-        .bind(streams.iter().map(|s| s.kind()).collect::<Vec<_>>())
-        .bind(streams.iter().map(|s| s.id()).collect::<Vec<_>>())
-        .bind(commands.iter().map(|(s, _)| s.kind()).collect::<Vec<_>>())
-        .bind(commands.iter().map(|(s, _)| s.id()).collect::<Vec<_>>())
-        .bind(commands.iter().map(|(_, c)| *c).collect::<Vec<_>>())
+    let part_topics: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
+    let part_numbers: Vec<i32> = parts.iter().map(|(_, p)| to_i32(p.0)).collect();
+    let stream_topics: Vec<&str> = streams.iter().map(|s| s.kind()).collect();
+    let stream_ids: Vec<&str> = streams.iter().map(|s| s.id()).collect();
+    let command_topics: Vec<&str> = commands.iter().map(|(s, _)| s.kind()).collect();
+    let command_streams: Vec<&str> = commands.iter().map(|(s, _)| s.id()).collect();
+    let command_ids: Vec<&str> = commands.iter().map(|(_, c)| c.as_str()).collect();
+    let rows = sqlx::query(include_str!("sql/lock_and_read.sql"))
+        .bind(&part_topics)
+        .bind(&part_numbers)
+        .bind(&stream_topics)
+        .bind(&stream_ids)
+        .bind(&command_topics)
+        .bind(&command_streams)
+        .bind(&command_ids)
         .fetch_all(&mut *conn)
         .await
         .map_err(work)?;
+    let mut seen: HashMap<(Topic, Partition), Offset> = HashMap::new();
+    let mut reads = Vec::with_capacity(rows.len());
+    for row in rows {
+        let kind: &str = row.try_get("kind").map_err(work)?;
+        match kind {
+            "locked" | "seen" => {
+                let topic: &str = row.try_get("topic").map_err(work)?;
+                let part: i32 = row.try_get("part").map_err(work)?;
+                let next: i64 = row.try_get("version").map_err(work)?;
+                let key = (
+                    Topic::unchecked(topic),
+                    Partition(u32::try_from(part).unwrap_or(u32::MAX)),
+                );
+                let next = Offset(u64::try_from(next).unwrap_or(0));
+                if kind == "locked" {
+                    ledger.heads.insert(key, next);
+                } else {
+                    seen.insert(key, next);
+                }
+            }
+            _ => reads.push(row),
+        }
+    }
+    if let Some((topic, part)) = parts
+        .iter()
+        .find(|(t, p)| !ledger.heads.contains_key(&((*t).clone(), *p)))
+    {
+        return Err(work(sqlx::Error::Protocol(format!(
+            "topic {topic} has no head row for partition {part}: the schema is damaged"
+        ))));
+    }
+    if ledger
+        .heads
+        .iter()
+        .any(|(key, next)| seen.get(key) != Some(next))
+    {
+        reads = sqlx::query(include_str!("sql/read_batch.sql"))
+            .bind(&stream_topics)
+            .bind(&stream_ids)
+            .bind(&command_topics)
+            .bind(&command_streams)
+            .bind(&command_ids)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(work)?;
+    }
     let by_stream: HashMap<(&str, &str), &StreamId> =
         streams.iter().map(|s| ((s.kind(), s.id()), *s)).collect();
-    let by_command: HashMap<(&str, &str, &str), (&StreamId, &CommandId)> = batch
+    let by_command: HashMap<(&str, &str, &str), (&StreamId, &CommandId)> = commands
         .iter()
-        .filter_map(|r| {
-            let c = r.command.as_ref()?;
-            Some((
-                (r.stream.kind(), r.stream.id(), c.id.as_str()),
-                (&r.stream, &c.id),
-            ))
-        })
+        .map(|&(s, c)| ((s.kind(), s.id(), c.as_str()), (s, c)))
         .collect();
-    for row in &rows {
-        let is_command: bool = row.try_get("is_command").map_err(work)?;
+    for row in &reads {
+        let kind: &str = row.try_get("kind").map_err(work)?;
         let topic: &str = row.try_get("topic").map_err(work)?;
         let id: &str = row.try_get("stream_id").map_err(work)?;
-        if is_command {
+        if kind == "command" {
             let command: &str = row.try_get("command_id").map_err(work)?;
             let Some(&(stream, command_id)) = by_command.get(&(topic, id, command)) else {
                 continue;

@@ -197,7 +197,8 @@ impl PostgresStoreBuilder {
         let (jobs, rx) = mpsc::channel(4 * self.max_batch);
         let batcher = tokio::spawn(
             Batcher {
-                options,
+                // The batcher runs the same few statements all day: plan them once.
+                options: options.options([("plan_cache_mode", "force_generic_plan")]),
                 connect_timeout: self.connect_timeout,
                 conn: None,
                 jobs: rx,
