@@ -4,27 +4,31 @@
 //!
 //! - **Batch**: the batcher drains its queue (up to `max_batch` appends, waiting at most
 //!   `batch_wait` for more), across any topics and partitions, and commits them in one
-//!   transaction on its own connection: `BEGIN`, lock the head rows, read, write, `COMMIT`.
-//!   Each statement takes whole arrays (`unnest`), so a batch costs the same five round trips
+//!   transaction on its own connection: `BEGIN`, lock the head rows and read, write, `COMMIT`.
+//!   Each statement takes whole arrays (`unnest`), so a batch costs the same four round trips
 //!   whether it holds one append or five hundred.
 //! - **Offsets dense and in commit order**: every partition has a head row holding its next
 //!   offset. The batch locks the head rows of the partitions it may write
-//!   (`lock_heads.sql`, `SELECT … FOR UPDATE`, in one global order so batches never deadlock),
-//!   assigns offsets from them and advances them before committing. A second writer of the
-//!   same partition (another process, a hand-written transaction) waits for the lock, so the
-//!   appends to a partition commit one after the other, and a reader that sees offset n sees
-//!   every offset below it. A sequence read by position would let a later append commit before
-//!   an earlier one and a tailing reader skip it; there is none here.
-//! - **Checks in order**: after the locks are held, one statement (`read_batch.sql`) reads the
-//!   version of every stream and the stored answer of every command id the batch names, in a
-//!   snapshot that holds every earlier commit to those partitions. The shared
-//!   [`Ledger`] then decides each append in queue order, exactly as the SQLite writer does: the
-//!   command id first (a committed one replays its first answer, another fingerprint is
-//!   [`Error::CommandIdReused`]), then the expected version, then the placement. A later append
-//!   of the batch sees the earlier ones.
+//!   (`lock_and_read.sql`, `SELECT … FOR UPDATE`, in one global order so batches never
+//!   deadlock), assigns offsets from them and advances them before committing. A second writer
+//!   of the same partition (another process, a hand-written transaction) waits for the lock,
+//!   so the appends to a partition commit one after the other, and a reader that sees offset n
+//!   sees every offset below it. A sequence read by position would let a later append commit
+//!   before an earlier one and a tailing reader skip it; there is none here.
+//! - **Checks in order**: the same statement reads the version of every stream and the stored
+//!   answer of every command id the batch names. It reads them in its snapshot, taken before
+//!   the locks were granted, and also returns the head rows as that snapshot saw them: every
+//!   append advances its partition's head, so when those equal the locked heads, no one
+//!   committed to these partitions in between and the reads are current; otherwise (another
+//!   writer committed while this batch waited) `read_batch.sql` reads them again, after the
+//!   locks. The shared [`Ledger`] then decides each append in queue order, exactly as the
+//!   SQLite writer does: the command id first (a committed one replays its first answer,
+//!   another fingerprint is [`Error::CommandIdReused`]), then the expected version, then the
+//!   placement. A later append of the batch sees the earlier ones.
 //! - **Writes**: one statement (`write_batch.sql`) inserts every accepted event, the streams'
 //!   versions, the command ids (whose primary key makes them count once, across processes and
-//!   restarts) and the new heads, and queues a `NOTIFY` that PostgreSQL delivers on commit.
+//!   restarts) and the new heads. After the commit the partitions written go to the notifier
+//!   (see `notify.rs`).
 //! - **Each caller its own answer**: a conflict, a replay or a refused command id answers its
 //!   own caller only. Input a validation missed and the database refuses fails the batch; the
 //!   batcher then commits its appends one by one, so only the bad one fails.
@@ -44,6 +48,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::notify::Pending as PendingNotifications;
 use super::row;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
 use crate::store::ledger::{Decision, Ledger};
@@ -94,7 +99,7 @@ pub(super) struct Batcher {
     pub(super) default_partitions: u32,
     pub(super) max_batch: usize,
     pub(super) batch_wait: Duration,
-    pub(super) channel: String,
+    pub(super) notifications: Arc<PendingNotifications>,
 }
 
 type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
@@ -178,33 +183,8 @@ impl Batcher {
     pub(super) async fn run(mut self) {
         let mut stopping = false;
         while !stopping {
-            let Some(job) = self.jobs.recv().await else {
-                break;
-            };
-            let mut batch: Vec<Pending> = Vec::new();
-            match job {
-                Job::Append { request, reply } => batch.push((request, reply)),
-                Job::Shutdown => stopping = true,
-            }
-            let deadline = tokio::time::Instant::now() + self.batch_wait;
-            while !stopping && batch.len() < self.max_batch {
-                let next = match self.jobs.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    Err(mpsc::error::TryRecvError::Empty) if self.batch_wait.is_zero() => None,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        tokio::time::timeout_at(deadline, self.jobs.recv())
-                            .await
-                            .ok()
-                            .flatten()
-                    }
-                };
-                match next {
-                    Some(Job::Append { request, reply }) => batch.push((request, reply)),
-                    Some(Job::Shutdown) => stopping = true,
-                    None => break,
-                }
-            }
+            let (batch, stop) = self.gather().await;
+            stopping = stop;
             self.commit_batch(batch).await;
         }
         if let Some(conn) = self.conn.take()
@@ -213,6 +193,38 @@ impl Batcher {
             tracing::debug!(error = %e, "closing the PostgreSQL batcher connection failed");
         }
         tracing::debug!("postgres batcher stopped");
+    }
+
+    /// Gathers a batch: the first job (waiting for it), then what is queued, up to
+    /// `max_batch`, waiting at most `batch_wait` for more. The flag says the batcher must stop
+    /// after this batch (a shutdown, or the store dropped).
+    async fn gather(&mut self) -> (Vec<Pending>, bool) {
+        let jobs = &mut self.jobs;
+        let mut batch: Vec<Pending> = Vec::new();
+        match jobs.recv().await {
+            Some(Job::Append { request, reply }) => batch.push((request, reply)),
+            Some(Job::Shutdown) | None => return (batch, true),
+        }
+        let deadline = tokio::time::Instant::now() + self.batch_wait;
+        while batch.len() < self.max_batch {
+            let next = match jobs.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => return (batch, true),
+                Err(mpsc::error::TryRecvError::Empty) if self.batch_wait.is_zero() => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, jobs.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
+            match next {
+                Some(Job::Append { request, reply }) => batch.push((request, reply)),
+                Some(Job::Shutdown) => return (batch, true),
+                None => break,
+            }
+        }
+        (batch, false)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(size = batch.len()))]
@@ -268,19 +280,18 @@ impl Batcher {
             let Some(conn) = self.conn.as_mut() else {
                 return Err((sqlx::Error::PoolClosed, Stage::Work));
             };
-            match try_batch(
-                conn,
-                batch,
-                self.default_partitions,
-                &self.channel,
-                &self.shared,
-            )
-            .await
-            {
+            match try_batch(conn, batch, self.default_partitions, &self.shared).await {
                 Ok((decisions, committed)) => {
                     if committed {
                         self.shared.transactions.fetch_add(1, Ordering::Relaxed);
                         self.shared.commits.send_modify(|n| *n += 1);
+                        self.notifications
+                            .add(decisions.iter().filter_map(|d| match d {
+                                Ok(Decision::Write { appended, .. }) => {
+                                    Some((appended.stream.topic().clone(), appended.partition))
+                                }
+                                _ => None,
+                            }));
                     }
                     return Ok(decisions
                         .into_iter()
@@ -363,7 +374,6 @@ async fn try_batch(
     conn: &mut PgConnection,
     batch: &[&AppendRequest],
     default_partitions: u32,
-    channel: &str,
     shared: &Shared,
 ) -> Result<(Decisions, bool), (sqlx::Error, Stage)> {
     let work = |e| (e, Stage::Work);
@@ -520,7 +530,7 @@ async fn try_batch(
         .collect();
     let wrote = !writes.is_empty();
     if wrote {
-        write(conn, &writes, &ledger, channel).await.map_err(work)?;
+        write(conn, &writes, &ledger).await.map_err(work)?;
     }
     sqlx::Executor::execute(&mut *conn, "COMMIT")
         .await
@@ -560,7 +570,6 @@ async fn write(
     conn: &mut PgConnection,
     writes: &[(&AppendRequest, &Appended)],
     ledger: &Ledger,
-    channel: &str,
 ) -> sqlx::Result<()> {
     let rows: usize = writes.iter().map(|(r, _)| r.events.len()).sum();
     let mut e_topic = Vec::with_capacity(rows);
@@ -632,14 +641,6 @@ async fn write(
             )
         })
         .collect();
-    let mut payload = heads
-        .iter()
-        .map(|(t, p)| format!("{t}:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    if payload.len() > 7000 {
-        payload = "*".to_owned();
-    }
 
     sqlx::query(include_str!("sql/write_batch.sql"))
         .bind(e_topic)
@@ -710,8 +711,6 @@ async fn write(
         .bind(heads.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
         .bind(heads.iter().map(|(_, p)| to_i32(p.0)).collect::<Vec<_>>())
         .bind(next)
-        .bind(channel)
-        .bind(payload)
         .execute(&mut *conn)
         .await
         .map(|_| ())

@@ -13,8 +13,8 @@
 //!   partitions, into shared transactions of a few round trips each (arrays and `unnest`); each
 //!   caller gets its own answer. Several stores (processes) on one database are safe: the head
 //!   row locks order them.
-//! - **Live tails across processes**: a committed batch sends a `NOTIFY`; every store
-//!   `LISTEN`s and wakes its tails, which also poll at a bounded interval.
+//! - **Live tails across processes**: a committed batch is followed by a `NOTIFY`; every
+//!   store `LISTEN`s and wakes its tails, which also poll at a bounded interval.
 //! - **Durable**: an append is acknowledged after PostgreSQL's `COMMIT` returns (with the
 //!   server's default `synchronous_commit = on`, after the WAL is flushed).
 //! - **Schema**: the store creates and migrates its tables in a PostgreSQL schema of its own
@@ -39,7 +39,7 @@
 //! ```
 
 mod batcher;
-mod listen;
+mod notify;
 mod row;
 mod schema;
 
@@ -182,6 +182,13 @@ impl PostgresStoreBuilder {
             .max_lifetime(None)
             .connect_lazy_with(options.clone());
 
+        // A notification's own transaction needs no durability: the data it announces is.
+        let notifier_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(self.connect_timeout)
+            .test_before_acquire(false)
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
+
         let channel = format!("{}_commits", self.schema);
         let shared = Arc::new(Shared {
             commits: watch::Sender::new(0),
@@ -189,10 +196,16 @@ impl PostgresStoreBuilder {
             appends: AtomicU64::new(0),
             topics: std::sync::RwLock::new(HashMap::new()),
         });
-        let listener = tokio::spawn(listen::run(
+        let notifications = Arc::new(notify::Pending::default());
+        let listener = tokio::spawn(notify::listen(
             listener_pool,
             channel.clone(),
             shared.commits.clone(),
+        ));
+        let notifier = tokio::spawn(notify::notify(
+            notifier_pool,
+            channel,
+            Arc::clone(&notifications),
         ));
         let (jobs, rx) = mpsc::channel(4 * self.max_batch);
         let batcher = tokio::spawn(
@@ -206,7 +219,7 @@ impl PostgresStoreBuilder {
                 default_partitions: self.default_partitions,
                 max_batch: self.max_batch,
                 batch_wait: self.batch_wait,
-                channel,
+                notifications,
             }
             .run(),
         );
@@ -216,7 +229,7 @@ impl PostgresStoreBuilder {
             readers,
             shared,
             batcher: std::sync::Mutex::new(Some(batcher)),
-            listener: listener.abort_handle(),
+            background: [listener.abort_handle(), notifier.abort_handle()],
             poll_interval: self.poll_interval,
         })
     }
@@ -229,7 +242,8 @@ pub struct PostgresStore {
     readers: PgPool,
     shared: Arc<Shared>,
     batcher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    listener: tokio::task::AbortHandle,
+    /// The listener and the notifier.
+    background: [tokio::task::AbortHandle; 2],
     poll_interval: Duration,
 }
 
@@ -243,7 +257,9 @@ impl std::fmt::Debug for PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        for task in &self.background {
+            task.abort();
+        }
     }
 }
 
@@ -281,8 +297,9 @@ impl PostgresStore {
         schema::latest_version()
     }
 
-    /// Finishes the queued appends, stops the batcher and the listener and closes every
-    /// connection. Later calls on the store fail with [`Error::Closed`] or a backend error.
+    /// Finishes the queued appends, stops the batcher, the notifier and the listener, and
+    /// closes every connection. Later calls on the store fail with [`Error::Closed`] or a
+    /// backend error.
     pub async fn close(&self) {
         let _ = self.jobs.send(Job::Shutdown).await;
         let task = self
@@ -293,7 +310,9 @@ impl PostgresStore {
         if let Some(task) = task {
             let _ = task.await;
         }
-        self.listener.abort();
+        for task in &self.background {
+            task.abort();
+        }
         self.readers.close().await;
     }
 

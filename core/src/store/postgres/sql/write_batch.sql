@@ -1,6 +1,5 @@
 -- Writes a batch's accepted appends in one round trip: every event (one row per array element),
--- the streams' new versions, the command ids, the partitions' new heads; and notifies listeners,
--- which PostgreSQL delivers when (and only if) the transaction commits.
+-- the streams' new versions, the command ids and the partitions' new heads.
 WITH new_events AS (
     INSERT INTO events (topic, part, log_offset, stream_id, version, event_type, schema_version,
                         payload, event_id, command_id, correlation_id, causation_id,
@@ -25,4 +24,4 @@ heads AS (
     FROM unnest($26::text[], $27::int[], $28::bigint[]) AS h (topic, part, next_offset)
     WHERE p.topic = h.topic AND p.part = h.part
 )
-SELECT pg_notify($29, $30)
+SELECT 1
