@@ -10,7 +10,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bank::projections::{Balances, StatementView, read_balances, read_statement};
 use common::{
