@@ -347,7 +347,7 @@ impl Writer {
         batch: &[&AppendRequest],
         snapshots: &[&Snapshot],
     ) -> rusqlite::Result<BatchOutcome> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.exec("BEGIN IMMEDIATE")?;
         let mut ledger = self.load(batch, snapshots)?;
         let decisions: Vec<Result<Decision>> = batch.iter().map(|r| ledger.decide(r)).collect();
         let plan = plan_snapshots(snapshots, &ledger);
@@ -360,7 +360,7 @@ impl Writer {
             })
             .collect();
         if writes.is_empty() && plan.writes.is_empty() {
-            self.conn.execute_batch("COMMIT")?;
+            self.exec("COMMIT")?;
             return Ok((decisions, plan.answers, false));
         }
         if !writes.is_empty() {
@@ -382,8 +382,13 @@ impl Writer {
             self.upsert_heads(&writes, &ledger)?;
         }
         self.upsert_snapshots(&plan.writes)?;
-        self.conn.execute_batch("COMMIT")?;
+        self.exec("COMMIT")?;
         Ok((decisions, plan.answers, true))
+    }
+
+    /// Runs a statement without parameters or rows, prepared once.
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.raw_execute().map(|_| ())
     }
 
     /// Reads what the batch touches, inside its transaction.
