@@ -59,7 +59,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::{CommandMeta, Fingerprint, Metadata, NewEvent};
 use crate::event::{DecodeError, EncodeError};
-use crate::ids::{CommandId, IdError, Position, StreamId, StreamVersion};
+use crate::ids::{CommandId, IdError, Position, StreamId, StreamVersion, Topic};
 use crate::snapshot::Snapshot;
 use crate::store::{self, AppendRequest, EventStore, ExpectedVersion};
 
@@ -162,6 +162,12 @@ pub struct CommandOptions {
     pub causation_id: Option<Uuid>,
     /// Metadata copied onto every event written.
     pub metadata: Metadata,
+    /// A hint that the aggregate does not exist yet (its id is fresh): when it is not cached,
+    /// the command is decided on the aggregate's default state without reading the store.
+    /// The outcome is the same either way — if the aggregate does exist, the append meets a
+    /// conflict (or a rejection is checked against the store) and the command is decided
+    /// again on the loaded state — so a wrong hint only costs that wasted attempt.
+    pub expect_new: bool,
 }
 
 impl From<CommandId> for CommandOptions {
@@ -221,6 +227,9 @@ pub struct Repository<A: Handle, S: EventStore + ?Sized> {
     retry: RetryPolicy,
     snapshot_every: u64,
     cache: Arc<Cache<A>>,
+    /// The aggregate kind's topic, checked once (`None` when the kind is not a valid topic
+    /// name: every command then fails with the id error).
+    topic: Option<Topic>,
 }
 
 impl<A: Handle, S: EventStore + ?Sized> Clone for Repository<A, S> {
@@ -231,6 +240,7 @@ impl<A: Handle, S: EventStore + ?Sized> Clone for Repository<A, S> {
             retry: self.retry,
             snapshot_every: self.snapshot_every,
             cache: Arc::clone(&self.cache),
+            topic: self.topic.clone(),
         }
     }
 }
@@ -258,6 +268,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             retry: RetryPolicy::default(),
             snapshot_every: A::SNAPSHOT.map_or(0, |s| s.every),
             cache: Arc::new(Cache::new(Self::DEFAULT_CACHE_CAPACITY, true)),
+            topic: Topic::new(A::KIND).ok(),
         }
     }
 
@@ -330,39 +341,56 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
     }
 
     async fn load_entry(&self, stream: &StreamId) -> Result<Entry<A>, Error<A::Error>> {
-        let mut entry = Entry {
-            state: A::default(),
-            version: StreamVersion::INITIAL,
-            snapshot_version: StreamVersion::INITIAL,
-        };
-        if let Some(config) = A::SNAPSHOT
-            && let Some(snapshot) = self.store.load_snapshot(stream).await?
-        {
-            if snapshot.shape != config.version {
-                tracing::debug!(
-                    %stream,
-                    stored = snapshot.shape,
-                    current = config.version,
-                    "ignoring a snapshot of another shape"
-                );
-            } else {
-                match A::decode_snapshot(&snapshot.payload) {
-                    Ok(state) => {
-                        entry.state = state;
-                        entry.version = snapshot.version;
-                        entry.snapshot_version = snapshot.version;
-                    }
-                    Err(error) => tracing::warn!(
+        let mut entry = Entry::new();
+        let shape = A::SNAPSHOT.map(|config| config.version);
+        let (snapshot, records) = self
+            .store
+            .as_ref()
+            .read_from_snapshot(stream, shape)
+            .await?;
+        let records = match snapshot {
+            Some(snapshot) => match A::decode_snapshot(&snapshot.payload) {
+                Ok(state) => {
+                    entry.state = state;
+                    entry.version = snapshot.version;
+                    entry.snapshot_version = snapshot.version;
+                    records
+                }
+                Err(error) => {
+                    tracing::warn!(
                         %stream,
                         version = %snapshot.version,
                         error = %error,
                         "ignoring a snapshot that does not decode"
-                    ),
+                    );
+                    self.store
+                        .as_ref()
+                        .read_stream(stream, StreamVersion(1))
+                        .await?
                 }
-            }
+            },
+            None => records,
+        };
+        for record in &records {
+            entry.state.apply_event(&record.decode::<A::Event>()?);
+            entry.version = record.version;
         }
-        self.catch_up(stream, &mut entry).await?;
         Ok(entry)
+    }
+
+    /// Brings a stale entry up to date: the events after its version, or a whole load
+    /// (snapshot first) for an entry that never read the store.
+    async fn refresh(
+        &self,
+        stream: &StreamId,
+        entry: &mut Entry<A>,
+    ) -> Result<(), Error<A::Error>> {
+        if entry.version == StreamVersion::INITIAL {
+            *entry = self.load_entry(stream).await?;
+            Ok(())
+        } else {
+            self.catch_up(stream, entry).await
+        }
     }
 
     /// Folds the events after the entry's version into it.
@@ -371,7 +399,11 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         stream: &StreamId,
         entry: &mut Entry<A>,
     ) -> Result<(), Error<A::Error>> {
-        let records = self.store.read_stream(stream, entry.version.next()).await?;
+        let records = self
+            .store
+            .as_ref()
+            .read_stream(stream, entry.version.next())
+            .await?;
         for record in &records {
             entry.state.apply_event(&record.decode::<A::Event>()?);
             entry.version = record.version;
@@ -415,12 +447,16 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         command: A::Command,
         options: CommandOptions,
     ) -> Result<Committed<A::Event>, Error<A::Error>> {
-        let stream = Self::stream(id)?;
+        let stream = match &self.topic {
+            Some(topic) => StreamId::in_topic(topic, id)?,
+            None => Self::stream(id)?,
+        };
         let CommandOptions {
             command_id,
             correlation_id,
             causation_id,
             metadata,
+            expect_new,
         } = options;
         let given = command_id.is_some();
         // Without a caller's id nobody can retry the command, so no idempotency record is
@@ -437,7 +473,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         };
         if given
             && let Some(meta) = &meta
-            && let Some(record) = self.store.command(&stream, &meta.id).await?
+            && let Some(record) = self.store.as_ref().command(&stream, &meta.id).await?
         {
             if record.fingerprint != meta.fingerprint {
                 return Err(store::Error::CommandIdReused {
@@ -457,6 +493,9 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         self.cache.record(A::KIND, cached.is_some());
         let (mut entry, mut current) = match cached {
             Some(entry) => (entry, false),
+            // Not read: the append's expected version (0) or the check before a rejection
+            // finds out if the hint was wrong.
+            None if expect_new => (Entry::new(), false),
             None => (self.load_entry(&stream).await?, true),
         };
         let max_attempts = self.retry.max_attempts.max(1);
@@ -470,8 +509,8 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                     // A rejection or an empty decision must not rest on a stale state.
                     if !current {
                         current = true;
-                        if self.store.stream_version(&stream).await? != entry.version {
-                            self.catch_up(&stream, &mut entry).await?;
+                        if self.store.as_ref().stream_version(&stream).await? != entry.version {
+                            self.refresh(&stream, &mut entry).await?;
                             continue;
                         }
                     }
@@ -503,7 +542,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                 events: new_events,
                 command: meta.clone(),
             };
-            match self.store.append(request).await {
+            match self.store.as_ref().append(request).await {
                 Ok(appended) if appended.replayed => {
                     // Committed before (by a concurrent retry of the same command id): the
                     // cached state is still true at its version.
@@ -541,7 +580,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                         return Err(Error::TooManyConflicts { stream, attempts });
                     }
                     tokio::time::sleep(self.retry.delay(attempts - 1)).await;
-                    self.catch_up(&stream, &mut entry).await?;
+                    self.refresh(&stream, &mut entry).await?;
                     current = true;
                 }
                 Err(e) => return Err(e.into()),
@@ -573,7 +612,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             }
         };
         let snapshot = Snapshot::new(stream.clone(), entry.version, config.version, payload);
-        match self.store.save_snapshot(snapshot).await {
+        match self.store.as_ref().save_snapshot(snapshot).await {
             Ok(()) => entry.snapshot_version = entry.version,
             Err(error) => tracing::warn!(%stream, error = %error, "cannot save a snapshot"),
         }

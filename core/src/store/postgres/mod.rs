@@ -567,6 +567,38 @@ impl EventStore for PostgresStore {
         row.map(|r| row::snapshot(&r, stream)).transpose()
     }
 
+    /// The snapshot of that shape and the events after it, in one round trip.
+    async fn read_from_snapshot(
+        &self,
+        stream: &StreamId,
+        shape: Option<u32>,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        let rows = self
+            .read("load a stream", |pool| async move {
+                sqlx::query(include_str!("sql/read_from_snapshot.sql"))
+                    .bind(stream.kind())
+                    .bind(stream.id())
+                    .bind(shape.map(i64::from))
+                    .fetch_all(&pool)
+                    .await
+            })
+            .await?;
+        let mut snapshot = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let is_snapshot: bool = r
+                .try_get("is_snapshot")
+                .map_err(|e| Error::backend("load a stream", e))?;
+            if is_snapshot {
+                snapshot = Some(row::snapshot_of_load(r, stream)?);
+            } else {
+                events.push(row::record(r, stream.topic(), Some(stream))?);
+            }
+        }
+        events.sort_by_key(|e| e.version);
+        Ok((snapshot, events))
+    }
+
     fn subscribe_commits(&self) -> watch::Receiver<u64> {
         self.shared.commits.subscribe()
     }
@@ -590,6 +622,7 @@ impl EventStore for PostgresStore {
         StoreStats {
             appends: self.shared.appends.load(Ordering::Relaxed),
             commits: self.shared.transactions.load(Ordering::Relaxed),
+            wal_bytes: None,
         }
     }
 }

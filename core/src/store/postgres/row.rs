@@ -137,6 +137,16 @@ pub(super) fn command_record(row: &PgRow, stream: &StreamId) -> Result<CommandRe
 
 /// A snapshot of `stream` from a row of `version, shape, payload, timestamp_us`.
 pub(super) fn snapshot(row: &PgRow, stream: &StreamId) -> Result<crate::Snapshot> {
+    snapshot_from(row, stream, "shape")
+}
+
+/// A snapshot of `stream` from the snapshot row of `read_from_snapshot.sql` (its shape is in
+/// the `schema_version` column).
+pub(super) fn snapshot_of_load(row: &PgRow, stream: &StreamId) -> Result<crate::Snapshot> {
+    snapshot_from(row, stream, "schema_version")
+}
+
+fn snapshot_from(row: &PgRow, stream: &StreamId, shape_column: &str) -> Result<crate::Snapshot> {
     let damaged = |e: &dyn std::fmt::Display| {
         Error::backend(
             "read a snapshot",
@@ -144,7 +154,7 @@ pub(super) fn snapshot(row: &PgRow, stream: &StreamId) -> Result<crate::Snapshot
         )
     };
     let version: i64 = row.try_get("version").map_err(|e| damaged(&e))?;
-    let shape: i64 = row.try_get("shape").map_err(|e| damaged(&e))?;
+    let shape: i64 = row.try_get(shape_column).map_err(|e| damaged(&e))?;
     Ok(crate::Snapshot {
         stream: stream.clone(),
         version: StreamVersion(u64::try_from(version).map_err(|e| damaged(&e))?),

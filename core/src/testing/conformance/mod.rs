@@ -159,50 +159,54 @@ impl Backend for SqliteBackend {
         partition: Partition,
         event: &'a NewEvent,
     ) -> Option<Box<dyn HeldAppend + 'a>> {
-        use sqlx::{Connection, Executor};
-        let mut conn =
-            sqlx::SqliteConnection::connect(&format!("sqlite://{}", self.path().display()))
-                .await
-                .expect("open a second connection to the SQLite file");
-        conn.execute("BEGIN IMMEDIATE")
+        let path = self.path();
+        let (topic, id, part) = (
+            stream.kind().to_owned(),
+            stream.id().to_owned(),
+            i64::from(partition.0),
+        );
+        let event = event.clone();
+        let conn =
+            tokio::task::spawn_blocking(move || -> rusqlite::Result<rusqlite::Connection> {
+                let conn = rusqlite::Connection::open(&path)?;
+                conn.busy_timeout(Duration::from_secs(30))?;
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                // The envelope as `store/sqlite/packed.rs` lays it out: format 1, no optional
+                // field, the event id, the timestamp.
+                let mut envelope = vec![1u8, 0];
+                envelope.extend_from_slice(event.event_id.as_bytes());
+                envelope.extend_from_slice(&event.timestamp.0.to_le_bytes());
+                conn.execute(
+                    "INSERT INTO keel_events (topic, stream_id, version, part, log_offset, \
+                 event_type, schema_version, payload, envelope) \
+                 SELECT ?1, ?2, 1, ?3, next_offset, ?4, ?5, ?6, ?7 FROM keel_partitions \
+                 WHERE topic = ?1 AND part = ?3",
+                    rusqlite::params![
+                        topic,
+                        id,
+                        part,
+                        event.event_type,
+                        i64::from(event.schema_version),
+                        event.payload,
+                        envelope
+                    ],
+                )?;
+                conn.execute(
+                "INSERT INTO keel_streams (topic, stream_id, version, part) VALUES (?1, ?2, 1, ?3)",
+                rusqlite::params![topic, id, part],
+            )?;
+                conn.execute(
+                    "UPDATE keel_partitions SET next_offset = next_offset + 1 \
+                 WHERE topic = ?1 AND part = ?2",
+                    rusqlite::params![topic, part],
+                )?;
+                Ok(conn)
+            })
             .await
-            .expect("take the write lock");
-        let topic = stream.kind();
-        let part = i64::from(partition.0);
-        sqlx::query(
-            "INSERT INTO keel_events (topic, part, log_offset, stream_id, version, event_type, \
-             schema_version, payload, event_id, timestamp) \
-             SELECT ?1, ?2, next_offset, ?3, 1, ?4, ?5, ?6, ?7, ?8 FROM keel_partitions \
-             WHERE topic = ?1 AND part = ?2",
-        )
-        .bind(topic)
-        .bind(part)
-        .bind(stream.id())
-        .bind(&event.event_type)
-        .bind(i64::from(event.schema_version))
-        .bind(&event.payload)
-        .bind(event.event_id.as_bytes().as_slice())
-        .bind(event.timestamp.0)
-        .execute(&mut conn)
-        .await
-        .expect("write the held record (the partition must have records)");
-        sqlx::query(
-            "INSERT INTO keel_streams (topic, stream_id, version, part) VALUES (?, ?, 1, ?)",
-        )
-        .bind(topic)
-        .bind(stream.id())
-        .bind(part)
-        .execute(&mut conn)
-        .await
-        .expect("create the held stream");
-        sqlx::query(
-            "UPDATE keel_partitions SET next_offset = next_offset + 1 WHERE topic = ? AND part = ?",
-        )
-        .bind(topic)
-        .bind(part)
-        .execute(&mut conn)
-        .await
-        .expect("advance the head");
+            .expect("the blocking task")
+            .expect(
+                "hold an append transaction on the SQLite file (the partition must have records)",
+            );
         Some(Box::new(SqliteHeld {
             conn,
             store,
@@ -214,7 +218,7 @@ impl Backend for SqliteBackend {
 /// The SQLite file's write lock, held by another connection.
 #[cfg(feature = "sqlite")]
 struct SqliteHeld<'a> {
-    conn: sqlx::SqliteConnection,
+    conn: rusqlite::Connection,
     store: &'a crate::store::sqlite::SqliteStore,
     /// The store's append count when the lock was taken.
     taken: u64,
@@ -229,11 +233,11 @@ impl HeldAppend for SqliteHeld<'_> {
         usize::try_from(self.store.stats().appends - self.taken).unwrap_or(usize::MAX)
     }
 
-    async fn commit(mut self: Box<Self>) {
-        use sqlx::Executor;
-        self.conn
-            .execute("COMMIT")
+    async fn commit(self: Box<Self>) {
+        let conn = self.conn;
+        tokio::task::spawn_blocking(move || conn.execute_batch("COMMIT"))
             .await
+            .expect("the blocking task")
             .expect("COMMIT the held append");
     }
 }
