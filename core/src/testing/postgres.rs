@@ -279,12 +279,6 @@ impl Backend for PostgresBackend {
         .execute(&mut conn)
         .await
         .expect("write the held record");
-        sqlx::query("INSERT INTO streams (topic, stream_id, version) VALUES ($1, $2, 1)")
-            .bind(topic)
-            .bind(stream.id())
-            .execute(&mut conn)
-            .await
-            .expect("create the held stream");
         sqlx::query(
             "UPDATE partitions SET next_offset = next_offset + 1 WHERE topic = $1 AND part = $2",
         )

@@ -15,9 +15,10 @@
 //!   so the appends to a partition commit one after the other, and a reader that sees offset n
 //!   sees every offset below it. A sequence read by position would let a later append commit
 //!   before an earlier one and a tailing reader skip it; there is none here.
-//! - **Checks in order**: the same statement reads the version of every stream and the stored
-//!   answer of every command id the batch names. It reads them in its snapshot, taken before
-//!   the locks were granted, and also returns the head rows as that snapshot saw them: every
+//! - **Checks in order**: the same statement reads the version of every stream (its highest
+//!   event's) and the stored answer of every command id the batch names. It reads them in its
+//!   snapshot, taken before the locks were granted, and also returns the head rows as that
+//!   snapshot saw them: every
 //!   append advances its partition's head, so when those equal the locked heads, no one
 //!   committed to these partitions in between and the reads are current; otherwise (another
 //!   writer committed while this batch waited) `read_batch.sql` reads them again, after the
@@ -25,9 +26,10 @@
 //!   SQLite writer does: the command id first (a committed one replays its first answer,
 //!   another fingerprint is [`Error::CommandIdReused`]), then the expected version, then the
 //!   placement. A later append of the batch sees the earlier ones.
-//! - **Writes**: one statement (`write_batch.sql`) inserts every accepted event, the streams'
-//!   versions, the command ids (whose primary key makes them count once, across processes and
-//!   restarts) and the new heads. After the commit the partitions written go to the notifier
+//! - **Writes**: one statement (`write_batch.sql`) inserts every accepted event, the command
+//!   ids (whose primary key makes them count once, across processes and restarts) and the new
+//!   heads. A stream's version is its highest event's (an index probe), so no table of
+//!   versions is rewritten on every append. After the commit the partitions written go to the notifier
 //!   (see `notify.rs`).
 //! - **Each caller its own answer**: a conflict, a replay or a refused command id answers its
 //!   own caller only. Input a validation missed and the database refuses fails the batch; the
@@ -511,7 +513,10 @@ async fn try_batch(
                 .commands
                 .insert((stream.clone(), command_id.clone()), record);
         } else if let Some(&stream) = by_stream.get(&(topic, id)) {
-            let version: i64 = row.try_get("version").map_err(work)?;
+            // None: a new stream.
+            let Some(version) = row.try_get::<Option<i64>, _>("version").map_err(work)? else {
+                continue;
+            };
             ledger.streams.insert(
                 stream.clone(),
                 StreamVersion(u64::try_from(version).unwrap_or(0)),
@@ -614,12 +619,6 @@ async fn write(
         }
     }
 
-    let streams: Vec<&StreamId> = dedup(writes.iter().map(|(r, _)| &r.stream));
-    let versions: Vec<i64> = streams
-        .iter()
-        .map(|s| to_i64(ledger.streams.get(*s).copied().unwrap_or_default().0))
-        .collect();
-
     let commands: Vec<_> = writes
         .iter()
         .filter_map(|(r, a)| r.command.as_ref().map(|c| (*r, *a, c)))
@@ -657,9 +656,6 @@ async fn write(
         .bind(e_causation)
         .bind(e_timestamp)
         .bind(e_metadata)
-        .bind(streams.iter().map(|s| s.kind()).collect::<Vec<_>>())
-        .bind(streams.iter().map(|s| s.id()).collect::<Vec<_>>())
-        .bind(versions)
         .bind(
             commands
                 .iter()

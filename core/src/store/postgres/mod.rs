@@ -407,11 +407,11 @@ impl EventStore for PostgresStore {
         let v: Option<i64> = self
             .read("read a stream version", |pool| async move {
                 sqlx::query_scalar(
-                    "SELECT version FROM streams WHERE topic = $1 AND stream_id = $2",
+                    "SELECT max(version) FROM events WHERE topic = $1 AND stream_id = $2",
                 )
                 .bind(stream.kind())
                 .bind(stream.id())
-                .fetch_optional(&pool)
+                .fetch_one(&pool)
                 .await
             })
             .await?;

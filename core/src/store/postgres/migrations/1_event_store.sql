@@ -20,7 +20,9 @@ CREATE TABLE partitions (
     PRIMARY KEY (topic, part)
 );
 
--- The log. The stream index doubles as a guard: a version is never written twice.
+-- The log. The stream index doubles as a guard (a version is never written twice) and as the
+-- streams' versions: a stream's version is its highest event's, one index probe away, so no
+-- table of versions is rewritten on every append.
 CREATE TABLE events (
     topic          TEXT NOT NULL,
     part           INTEGER NOT NULL,
@@ -42,14 +44,6 @@ CREATE TABLE events (
 );
 
 CREATE UNIQUE INDEX events_by_stream ON events (topic, stream_id, version);
-
--- Each stream's current version.
-CREATE TABLE streams (
-    topic     TEXT NOT NULL,
-    stream_id TEXT NOT NULL,
-    version   BIGINT NOT NULL,
-    PRIMARY KEY (topic, stream_id)
-);
 
 -- Committed command ids per stream, with what they wrote: the idempotency record. The primary
 -- key is what makes a command id count once, across processes and restarts.

@@ -4,7 +4,8 @@
 -- - 'locked': each head row, locked (FOR UPDATE, in one order for every writer, so two batches
 --   never deadlock) and read as its newest committed version;
 -- - 'seen': the same rows as this statement's snapshot shows them;
--- - 'stream': the current version of each stream of the batch;
+-- - 'stream': the current version of each stream of the batch (its highest event's; none for a
+--   new stream);
 -- - 'command': the stored answer of each command id of the batch.
 --
 -- Streams and commands are read in the statement's snapshot, taken before the locks were
@@ -37,10 +38,11 @@ UNION ALL
 SELECT 'seen', topic, NULL, NULL, part, next_offset, NULL, NULL, NULL, NULL
 FROM seen
 UNION ALL
-SELECT 'stream', s.topic, s.stream_id, NULL, NULL, s.version, NULL, NULL, NULL, NULL
-FROM streams AS s
-JOIN unnest($3::text[], $4::text[]) AS w (topic, stream_id)
-  ON s.topic = w.topic AND s.stream_id = w.stream_id
+SELECT 'stream', w.topic, w.stream_id, NULL, NULL,
+       (SELECT max(e.version) FROM events AS e
+        WHERE e.topic = w.topic AND e.stream_id = w.stream_id),
+       NULL, NULL, NULL, NULL
+FROM unnest($3::text[], $4::text[]) AS w (topic, stream_id)
 UNION ALL
 SELECT 'command', c.topic, c.stream_id, c.command_id, c.part, NULL, c.fingerprint,
        c.first_version, c.first_offset, c.count

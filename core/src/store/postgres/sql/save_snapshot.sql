@@ -3,8 +3,9 @@
 -- not above it. Returns the stream's version, for the caller to refuse a snapshot ahead of it.
 -- $1: topic, $2: stream id, $3: version, $4: shape, $5: payload, $6: timestamp.
 WITH stream AS (
-    SELECT COALESCE((SELECT version FROM streams WHERE topic = $1 AND stream_id = $2), 0)
-        AS version
+    SELECT COALESCE(
+        (SELECT max(version) FROM events WHERE topic = $1 AND stream_id = $2), 0
+    ) AS version
 ),
 saved AS (
     INSERT INTO snapshots (topic, stream_id, version, shape, payload, timestamp_us)

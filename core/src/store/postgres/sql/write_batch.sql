@@ -1,5 +1,5 @@
 -- Writes a batch's accepted appends in one round trip: every event (one row per array element),
--- the streams' new versions, the command ids and the partitions' new heads.
+-- the command ids and the partitions' new heads.
 WITH new_events AS (
     INSERT INTO events (topic, part, log_offset, stream_id, version, event_type, schema_version,
                         payload, event_id, command_id, correlation_id, causation_id,
@@ -8,20 +8,15 @@ WITH new_events AS (
                          $6::text[], $7::bigint[], $8::bytea[], $9::uuid[], $10::text[],
                          $11::uuid[], $12::uuid[], $13::bigint[], $14::text[])
 ),
-stream_versions AS (
-    INSERT INTO streams (topic, stream_id, version)
-    SELECT * FROM unnest($15::text[], $16::text[], $17::bigint[])
-    ON CONFLICT (topic, stream_id) DO UPDATE SET version = excluded.version
-),
 new_commands AS (
     INSERT INTO commands (topic, stream_id, command_id, fingerprint, part, first_version,
                           first_offset, count)
-    SELECT * FROM unnest($18::text[], $19::text[], $20::text[], $21::bytea[], $22::int[],
-                         $23::bigint[], $24::bigint[], $25::int[])
+    SELECT * FROM unnest($15::text[], $16::text[], $17::text[], $18::bytea[], $19::int[],
+                         $20::bigint[], $21::bigint[], $22::int[])
 ),
 heads AS (
     UPDATE partitions AS p SET next_offset = h.next_offset
-    FROM unnest($26::text[], $27::int[], $28::bigint[]) AS h (topic, part, next_offset)
+    FROM unnest($23::text[], $24::int[], $25::bigint[]) AS h (topic, part, next_offset)
     WHERE p.topic = h.topic AND p.part = h.part
 )
 SELECT 1
