@@ -1,44 +1,46 @@
-//! Group commit: one batcher task gathers concurrent appends into shared transactions.
+//! Group commit: one batcher task gathers concurrent appends into shared commits.
 //!
 //! How an append meets the contract on PostgreSQL:
 //!
 //! - **Batch**: the batcher drains its queue (up to `max_batch` appends, waiting at most
-//!   `batch_wait` for more), across any topics and partitions, and commits them in one
-//!   transaction on its own connection: `BEGIN`, lock the head rows and read, write, `COMMIT`.
-//!   Each statement takes whole arrays (`unnest`), so a batch costs the same four round trips
-//!   whether it holds one append or five hundred.
+//!   `batch_wait` for more), across any topics and partitions, and commits them together on
+//!   its own connection. Each statement takes whole arrays (`unnest`), so a batch costs the
+//!   same round trips whether it holds one append or five hundred: two when no one else writes
+//!   the batch's partitions (below), four when others keep doing so.
 //! - **Offsets dense and in commit order**: every partition has a head row holding its next
-//!   offset. The batch locks the head rows of the partitions it may write
-//!   (`lock_and_read.sql`, `SELECT … FOR UPDATE`, in one global order so batches never
-//!   deadlock), assigns offsets from them and advances them before committing. A second writer
+//!   offset. A batch takes its offsets from the heads and advances them in the transaction
+//!   that writes its events, holding the head rows' locks (`SELECT … FOR UPDATE`, in one
+//!   global order so writers never deadlock) until that transaction commits. A second writer
 //!   of the same partition (another process, a hand-written transaction) waits for the lock,
 //!   so the appends to a partition commit one after the other, and a reader that sees offset n
 //!   sees every offset below it. A sequence read by position would let a later append commit
 //!   before an earlier one and a tailing reader skip it; there is none here.
-//! - **Checks in order**: the same statement reads the version of every stream (its highest
-//!   event's) and the stored answer of every command id the batch names. It reads them in its
-//!   snapshot, taken before the locks were granted, and also returns the head rows as that
-//!   snapshot saw them: every
-//!   append advances its partition's head, so when those equal the locked heads, no one
-//!   committed to these partitions in between and the reads are current; otherwise (another
-//!   writer committed while this batch waited) `read_batch.sql` reads them again, after the
-//!   locks. The shared [`Ledger`] then decides each append in queue order, exactly as the
-//!   SQLite writer does: the command id first (a committed one replays its first answer,
-//!   another fingerprint is [`Error::CommandIdReused`]), then the expected version, then the
-//!   placement. A later append of the batch sees the earlier ones.
-//! - **Writes**: one statement (`write_batch.sql`) inserts every accepted event, the command
-//!   ids (whose primary key makes them count once, across processes and restarts) and the new
-//!   heads. A stream's version is its highest event's (an index probe), so no table of
-//!   versions is rewritten on every append. After the commit the partitions written go to the notifier
-//!   (see `notify.rs`).
+//! - **Read, decide, write-if-unchanged**: `read.sql` reads, in one snapshot, the heads of the
+//!   batch's partitions, the version of every stream (its highest event's, an index probe, so
+//!   no table of versions is rewritten on every append) and the stored answer of every command
+//!   id. The shared [`Ledger`] decides each append in queue order, exactly as the SQLite
+//!   writer does: the command id first (a committed one replays its first answer, another
+//!   fingerprint is [`Error::CommandIdReused`]), then the expected version, then the
+//!   placement; a later append of the batch sees the earlier ones. `write_verified.sql` then
+//!   locks the heads and, in the same statement (one transaction of its own), writes the
+//!   events, the command ids (whose primary key makes them count once, across processes and
+//!   restarts) and the new heads only if every head is still the one read. Every append
+//!   advances its partition's head and heads only grow, so unchanged heads mean nothing the
+//!   decisions rest on has changed. Otherwise it writes nothing, and the batch is read and
+//!   decided again.
+//! - **Under contention**: after a few such tries the batch takes the locks first, in one
+//!   transaction: `BEGIN`, `lock_and_read.sql` (the locked heads and the reads, plus the heads
+//!   as the statement's snapshot saw them: when they differ, another writer committed while
+//!   the batch waited, and `read.sql` reads again after the locks), `write_batch.sql`,
+//!   `COMMIT`. After the commit the partitions written go to the notifier (see `notify.rs`).
 //! - **Each caller its own answer**: a conflict, a replay or a refused command id answers its
 //!   own caller only. Input a validation missed and the database refuses fails the batch; the
 //!   batcher then commits its appends one by one, so only the bad one fails.
-//! - **Faults**: a deadlock or serialization failure retries the batch. A lost connection
-//!   before `COMMIT` was sent rolled the transaction back: the batcher reconnects and retries
-//!   once, then answers [`Error::Backend`]. A connection lost during `COMMIT` leaves the outcome
-//!   unknown; the callers are told so (a retry with the same command id is safe). The next
-//!   batch connects again, so the store recovers by itself when the server is back.
+//! - **Faults**: a deadlock or serialization failure retries the batch. A connection lost
+//!   before the committing statement was sent committed nothing: the batcher reconnects and
+//!   retries once, then answers [`Error::Backend`]. A connection lost during it leaves the
+//!   outcome unknown; the callers are told so (a retry with the same command id is safe). The
+//!   next batch connects again, so the store recovers by itself when the server is back.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -47,14 +49,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgRow};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::notify::Pending as PendingNotifications;
 use super::row;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
 use crate::store::ledger::{Decision, Ledger};
-use crate::store::{AppendRequest, Appended, Error, ExpectedVersion, Result, validate};
+use crate::store::{AppendRequest, Appended, Error, ExpectedVersion, FastMap, Result, validate};
 
 /// Work for the batcher.
 pub(super) enum Job {
@@ -112,9 +114,10 @@ const MAX_RETRIES: u32 = 5;
 /// Where a batch failed, which says whether it may have committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
-    /// Before `COMMIT` was sent: the transaction did not commit.
+    /// Before the statement that commits was sent: nothing was committed.
     Work,
-    /// During `COMMIT`: it may or may not have committed.
+    /// During the statement that commits (`COMMIT`, or the optimistic write, which is its own
+    /// transaction): lost there, the connection leaves the outcome unknown.
     Commit,
 }
 
@@ -257,8 +260,8 @@ impl Batcher {
             Err((e, stage)) => {
                 tracing::error!(error = %e, "append batch failed");
                 let error = BatchFailed {
+                    unknown_outcome: stage == Stage::Commit && is_connection_error(&e),
                     error: Arc::new(e),
-                    unknown_outcome: stage == Stage::Commit,
                 };
                 for (_, reply) in batch {
                     let _ = reply.send(Err(Error::backend("append", error.clone())));
@@ -314,7 +317,6 @@ impl Batcher {
                         }
                         return Err((e, stage));
                     }
-                    self.rollback().await;
                     if is_transient(&e) && retries < MAX_RETRIES {
                         retries += 1;
                         tracing::debug!(error = %e, retries, "retrying an append batch");
@@ -347,31 +349,62 @@ impl Batcher {
         }
         Ok(())
     }
-
-    async fn rollback(&mut self) {
-        if let Some(conn) = self.conn.as_mut()
-            && let Err(e) = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await
-        {
-            tracing::warn!(error = %e, "rolling back a failed batch failed; dropping the connection");
-            self.conn = None;
-        }
-    }
 }
 
 fn failed(e: sqlx::Error, stage: Stage) -> Error {
     Error::backend(
         "append",
         BatchFailed {
+            unknown_outcome: stage == Stage::Commit && is_connection_error(&e),
             error: Arc::new(e),
-            unknown_outcome: stage == Stage::Commit,
         },
     )
 }
 
 type Decisions = Vec<Result<Decision>>;
 
-/// One try of a batch in one transaction. On error the transaction is left for the caller to
-/// roll back (or the connection to drop).
+/// How many times a batch is read, decided and written optimistically (two round trips) before
+/// it takes the head locks first (four): only other writers on the database make it try again.
+const OPTIMISTIC_TRIES: u32 = 3;
+
+/// The keys a batch reads and locks, each once, in the order the statements take them.
+struct Keys<'a> {
+    /// The partitions it may write, sorted (the order every writer locks them in).
+    parts: Vec<(&'a Topic, Partition)>,
+    streams: Vec<&'a StreamId>,
+    commands: Vec<(&'a StreamId, &'a CommandId)>,
+}
+
+impl<'a> Keys<'a> {
+    fn of(batch: &[&'a AppendRequest], topics: &HashMap<Topic, u32>) -> Self {
+        let mut parts: Vec<(&Topic, Partition)> = dedup(batch.iter().filter_map(|r| {
+            let n = topics.get(r.stream.topic())?;
+            Some((r.stream.topic(), validate::partition_of(&r.stream, *n)))
+        }));
+        parts.sort();
+        Self {
+            parts,
+            streams: dedup(batch.iter().map(|r| &r.stream)),
+            commands: dedup(
+                batch
+                    .iter()
+                    .filter_map(|r| r.command.as_ref().map(|c| (&r.stream, &c.id))),
+            ),
+        }
+    }
+}
+
+/// Heads read by `read.sql` ('seen') or `lock_and_read.sql` ('locked' and 'seen').
+#[derive(Default)]
+struct Heads {
+    locked: FastMap<(Topic, Partition), Offset>,
+    seen: FastMap<(Topic, Partition), Offset>,
+}
+
+/// One try of a batch: optimistic first (read, decide, then write only if no head moved, in
+/// one statement that is its own transaction), with the head locks taken first when other
+/// writers keep moving the heads. Returns each request's decision and whether anything was
+/// committed. On error the connection is out of any transaction (or is to be dropped).
 async fn try_batch(
     conn: &mut PgConnection,
     batch: &[&AppendRequest],
@@ -379,18 +412,146 @@ async fn try_batch(
     shared: &Shared,
 ) -> Result<(Decisions, bool), (sqlx::Error, Stage)> {
     let work = |e| (e, Stage::Work);
+    let topics = resolve_topics(conn, batch, default_partitions, shared)
+        .await
+        .map_err(work)?;
+    let keys = Keys::of(batch, &topics);
+    for _ in 0..OPTIMISTIC_TRIES {
+        let mut ledger = Ledger::new(default_partitions);
+        ledger
+            .topics
+            .extend(topics.iter().map(|(t, n)| (t.clone(), *n)));
+        let rows = bind_keys(sqlx::query(include_str!("sql/read.sql")), &keys, true)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(work)?;
+        let heads = fill(&mut ledger, &keys, &rows).map_err(work)?;
+        ledger.heads.clone_from(&heads.seen);
+        check_heads(&keys, &ledger).map_err(work)?;
+        let decisions: Decisions = batch.iter().map(|r| ledger.decide(r)).collect();
+        let writes = writes_of(batch, &decisions);
+        if writes.is_empty() {
+            return Ok((decisions, false));
+        }
+        // A connection lost during this statement leaves its commit unknown.
+        let verified = bind_writes(sqlx::query(include_str!("sql/write_verified.sql")), &writes)
+            .bind(
+                keys.parts
+                    .iter()
+                    .map(|(t, _)| t.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                keys.parts
+                    .iter()
+                    .map(|(_, p)| to_i32(p.0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(head_values(&keys, &heads.seen))
+            .bind(head_values(&keys, &ledger.heads))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| (e, Stage::Commit))?;
+        if verified
+            .try_get::<bool, _>(0)
+            .map_err(|e| (e, Stage::Commit))?
+        {
+            cache_topics(shared, &topics);
+            return Ok((decisions, true));
+        }
+        tracing::debug!("another writer moved the batch's heads since its read; deciding again");
+    }
+    match locked_batch(conn, batch, &keys, default_partitions, &topics).await {
+        Ok(outcome) => {
+            cache_topics(shared, &topics);
+            Ok(outcome)
+        }
+        Err((e, stage)) => {
+            if !is_connection_error(&e)
+                && let Err(rollback) = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await
+            {
+                // The caller drops a connection that fails with a connection error.
+                return Err((rollback, Stage::Work));
+            }
+            Err((e, stage))
+        }
+    }
+}
+
+/// A batch under contention, in one transaction that takes the head locks before it reads:
+/// `BEGIN`, `lock_and_read.sql` (and `read.sql` again when another writer committed while the
+/// locks were awaited), `write_batch.sql`, `COMMIT`.
+async fn locked_batch(
+    conn: &mut PgConnection,
+    batch: &[&AppendRequest],
+    keys: &Keys<'_>,
+    default_partitions: u32,
+    topics: &HashMap<Topic, u32>,
+) -> Result<(Decisions, bool), (sqlx::Error, Stage)> {
+    let work = |e| (e, Stage::Work);
     sqlx::Executor::execute(&mut *conn, "BEGIN")
         .await
         .map_err(work)?;
     let mut ledger = Ledger::new(default_partitions);
+    ledger
+        .topics
+        .extend(topics.iter().map(|(t, n)| (t.clone(), *n)));
+    let rows = bind_keys(
+        sqlx::query(include_str!("sql/lock_and_read.sql")),
+        keys,
+        true,
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(work)?;
+    let heads = fill(&mut ledger, keys, &rows).map_err(work)?;
+    ledger.heads.clone_from(&heads.locked);
+    check_heads(keys, &ledger).map_err(work)?;
+    if heads.locked != heads.seen {
+        let rows = bind_keys(sqlx::query(include_str!("sql/read.sql")), keys, false)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(work)?;
+        fill(&mut ledger, keys, &rows).map_err(work)?;
+    }
+    let decisions: Decisions = batch.iter().map(|r| ledger.decide(r)).collect();
+    let writes = writes_of(batch, &decisions);
+    let wrote = !writes.is_empty();
+    if wrote {
+        let mut written: Vec<(&Topic, Partition)> =
+            dedup(writes.iter().map(|(r, a)| (r.stream.topic(), a.partition)));
+        written.sort();
+        let next: Vec<i64> = written
+            .iter()
+            .map(|(t, p)| to_i64(ledger.heads.get(&((*t).clone(), *p)).map_or(0, |o| o.0)))
+            .collect();
+        bind_writes(sqlx::query(include_str!("sql/write_batch.sql")), &writes)
+            .bind(written.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
+            .bind(written.iter().map(|(_, p)| to_i32(p.0)).collect::<Vec<_>>())
+            .bind(next)
+            .execute(&mut *conn)
+            .await
+            .map_err(work)?;
+    }
+    sqlx::Executor::execute(&mut *conn, "COMMIT")
+        .await
+        .map_err(|e| (e, Stage::Commit))?;
+    Ok((decisions, wrote))
+}
 
-    // Topics: from the cache, else from the table, else created (with their head rows) for the
-    // appends that may write. An append expecting a version above 0 of a stream in a topic
-    // that does not exist is a conflict, and creates nothing.
-    let topics: Vec<&Topic> = dedup(batch.iter().map(|r| r.stream.topic()));
-    for topic in topics {
+/// The partition count of every topic of the batch: from the cache, else from the table, else
+/// created (with its head rows) for the appends that may write. An append expecting a version
+/// above 0 of a stream in a topic that does not exist is a conflict, and creates nothing.
+async fn resolve_topics(
+    conn: &mut PgConnection,
+    batch: &[&AppendRequest],
+    default_partitions: u32,
+    shared: &Shared,
+) -> sqlx::Result<HashMap<Topic, u32>> {
+    let mut topics = HashMap::new();
+    for topic in dedup(batch.iter().map(|r| r.stream.topic())) {
         if let Some(n) = shared.cached_partitions(topic) {
-            ledger.topics.insert(topic.clone(), n);
+            topics.insert(topic.clone(), n);
             continue;
         }
         let may_write = batch.iter().any(|r| {
@@ -398,155 +559,165 @@ async fn try_batch(
                 && !matches!(r.expected, ExpectedVersion::Exact(v) if v > StreamVersion::INITIAL)
         });
         let found: Option<i32> = if may_write {
-            create_topic(conn, topic, default_partitions)
-                .await
-                .map_err(work)?
+            create_topic(conn, topic, default_partitions).await?
         } else {
             sqlx::query_scalar("SELECT partitions FROM topics WHERE topic = $1")
                 .bind(topic.as_str())
                 .fetch_optional(&mut *conn)
-                .await
-                .map_err(work)?
+                .await?
         };
-        // Cached once the batch commits: a topic this batch creates may roll back.
         if let Some(n) = found.and_then(|n| u32::try_from(n).ok()) {
-            ledger.topics.insert(topic.clone(), n);
+            topics.insert(topic.clone(), n);
         }
     }
+    Ok(topics)
+}
 
-    // Lock the head rows of every partition the batch may write, and read the streams'
-    // versions and the command ids' answers (again, when another writer committed to these
-    // partitions while the batch waited for the locks: see lock_and_read.sql).
-    let mut parts: Vec<(&Topic, Partition)> = dedup(batch.iter().filter_map(|r| {
-        let n = ledger.topics.get(r.stream.topic())?;
-        Some((r.stream.topic(), validate::partition_of(&r.stream, *n)))
-    }));
-    parts.sort();
-    let streams: Vec<&StreamId> = dedup(batch.iter().map(|r| &r.stream));
-    let commands: Vec<(&StreamId, &CommandId)> = dedup(
-        batch
+/// Caches the partition counts of topics found or created (they never change).
+fn cache_topics(shared: &Shared, topics: &HashMap<Topic, u32>) {
+    for (topic, n) in topics {
+        if shared.cached_partitions(topic).is_none() {
+            shared.cache_topic(topic, *n);
+        }
+    }
+}
+
+/// Binds the keys' arrays: partitions (when `parts`), streams, commands.
+fn bind_keys<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    keys: &Keys<'q>,
+    parts: bool,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (topics, numbers): (Vec<&str>, Vec<i32>) = if parts {
+        keys.parts
             .iter()
-            .filter_map(|r| r.command.as_ref().map(|c| (&r.stream, &c.id))),
-    );
-    let part_topics: Vec<&str> = parts.iter().map(|(t, _)| t.as_str()).collect();
-    let part_numbers: Vec<i32> = parts.iter().map(|(_, p)| to_i32(p.0)).collect();
-    let stream_topics: Vec<&str> = streams.iter().map(|s| s.kind()).collect();
-    let stream_ids: Vec<&str> = streams.iter().map(|s| s.id()).collect();
-    let command_topics: Vec<&str> = commands.iter().map(|(s, _)| s.kind()).collect();
-    let command_streams: Vec<&str> = commands.iter().map(|(s, _)| s.id()).collect();
-    let command_ids: Vec<&str> = commands.iter().map(|(_, c)| c.as_str()).collect();
-    let rows = sqlx::query(include_str!("sql/lock_and_read.sql"))
-        .bind(&part_topics)
-        .bind(&part_numbers)
-        .bind(&stream_topics)
-        .bind(&stream_ids)
-        .bind(&command_topics)
-        .bind(&command_streams)
-        .bind(&command_ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(work)?;
-    let mut seen: HashMap<(Topic, Partition), Offset> = HashMap::new();
-    let mut reads = Vec::with_capacity(rows.len());
+            .map(|(t, p)| (t.as_str(), to_i32(p.0)))
+            .unzip()
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    query
+        .bind(topics)
+        .bind(numbers)
+        .bind(keys.streams.iter().map(|s| s.kind()).collect::<Vec<_>>())
+        .bind(keys.streams.iter().map(|s| s.id()).collect::<Vec<_>>())
+        .bind(
+            keys.commands
+                .iter()
+                .map(|(s, _)| s.kind())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            keys.commands
+                .iter()
+                .map(|(s, _)| s.id())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            keys.commands
+                .iter()
+                .map(|(_, c)| c.as_str())
+                .collect::<Vec<_>>(),
+        )
+}
+
+/// Reads the rows of `read.sql` or `lock_and_read.sql` into `ledger` (streams, commands) and
+/// returns the heads.
+fn fill(ledger: &mut Ledger, keys: &Keys<'_>, rows: &[PgRow]) -> sqlx::Result<Heads> {
+    let by_stream: HashMap<(&str, &str), &StreamId> = keys
+        .streams
+        .iter()
+        .map(|s| ((s.kind(), s.id()), *s))
+        .collect();
+    let by_command: HashMap<(&str, &str, &str), (&StreamId, &CommandId)> = keys
+        .commands
+        .iter()
+        .map(|&(s, c)| ((s.kind(), s.id(), c.as_str()), (s, c)))
+        .collect();
+    let mut heads = Heads::default();
     for row in rows {
-        let kind: &str = row.try_get("kind").map_err(work)?;
+        let kind: &str = row.try_get("kind")?;
+        let topic: &str = row.try_get("topic")?;
         match kind {
             "locked" | "seen" => {
-                let topic: &str = row.try_get("topic").map_err(work)?;
-                let part: i32 = row.try_get("part").map_err(work)?;
-                let next: i64 = row.try_get("version").map_err(work)?;
+                let part: i32 = row.try_get("part")?;
+                let next: i64 = row.try_get("version")?;
                 let key = (
                     Topic::unchecked(topic),
                     Partition(u32::try_from(part).unwrap_or(u32::MAX)),
                 );
                 let next = Offset(u64::try_from(next).unwrap_or(0));
                 if kind == "locked" {
-                    ledger.heads.insert(key, next);
+                    heads.locked.insert(key, next);
                 } else {
-                    seen.insert(key, next);
+                    heads.seen.insert(key, next);
                 }
             }
-            _ => reads.push(row),
+            "command" => {
+                let id: &str = row.try_get("stream_id")?;
+                let command: &str = row.try_get("command_id")?;
+                let Some(&(stream, command_id)) = by_command.get(&(topic, id, command)) else {
+                    continue;
+                };
+                let record = row::command_record(row, stream)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                ledger
+                    .commands
+                    .insert((stream.clone(), command_id.clone()), record);
+            }
+            _ => {
+                let id: &str = row.try_get("stream_id")?;
+                // None: a new stream.
+                if let (Some(&stream), Some(version)) = (
+                    by_stream.get(&(topic, id)),
+                    row.try_get::<Option<i64>, _>("version")?,
+                ) {
+                    ledger.streams.insert(
+                        stream.clone(),
+                        StreamVersion(u64::try_from(version).unwrap_or(0)),
+                    );
+                }
+            }
         }
     }
-    if let Some((topic, part)) = parts
+    Ok(heads)
+}
+
+/// Fails when a partition of the batch has no head row (a damaged schema).
+fn check_heads(keys: &Keys<'_>, ledger: &Ledger) -> sqlx::Result<()> {
+    match keys
+        .parts
         .iter()
         .find(|(t, p)| !ledger.heads.contains_key(&((*t).clone(), *p)))
     {
-        return Err(work(sqlx::Error::Protocol(format!(
+        Some((topic, part)) => Err(sqlx::Error::Protocol(format!(
             "topic {topic} has no head row for partition {part}: the schema is damaged"
-        ))));
+        ))),
+        None => Ok(()),
     }
-    if ledger
-        .heads
-        .iter()
-        .any(|(key, next)| seen.get(key) != Some(next))
-    {
-        reads = sqlx::query(include_str!("sql/read_batch.sql"))
-            .bind(&stream_topics)
-            .bind(&stream_ids)
-            .bind(&command_topics)
-            .bind(&command_streams)
-            .bind(&command_ids)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(work)?;
-    }
-    let by_stream: HashMap<(&str, &str), &StreamId> =
-        streams.iter().map(|s| ((s.kind(), s.id()), *s)).collect();
-    let by_command: HashMap<(&str, &str, &str), (&StreamId, &CommandId)> = commands
-        .iter()
-        .map(|&(s, c)| ((s.kind(), s.id(), c.as_str()), (s, c)))
-        .collect();
-    for row in &reads {
-        let kind: &str = row.try_get("kind").map_err(work)?;
-        let topic: &str = row.try_get("topic").map_err(work)?;
-        let id: &str = row.try_get("stream_id").map_err(work)?;
-        if kind == "command" {
-            let command: &str = row.try_get("command_id").map_err(work)?;
-            let Some(&(stream, command_id)) = by_command.get(&(topic, id, command)) else {
-                continue;
-            };
-            let record = row::command_record(row, stream)
-                .map_err(|e| work(sqlx::Error::Decode(Box::new(e))))?;
-            ledger
-                .commands
-                .insert((stream.clone(), command_id.clone()), record);
-        } else if let Some(&stream) = by_stream.get(&(topic, id)) {
-            // None: a new stream.
-            let Some(version) = row.try_get::<Option<i64>, _>("version").map_err(work)? else {
-                continue;
-            };
-            ledger.streams.insert(
-                stream.clone(),
-                StreamVersion(u64::try_from(version).unwrap_or(0)),
-            );
-        }
-    }
+}
 
-    let decisions: Decisions = batch.iter().map(|r| ledger.decide(r)).collect();
-    let writes: Vec<(&AppendRequest, &Appended)> = batch
+/// The batch's accepted appends, with where they go.
+fn writes_of<'a>(
+    batch: &[&'a AppendRequest],
+    decisions: &'a Decisions,
+) -> Vec<(&'a AppendRequest, &'a Appended)> {
+    batch
         .iter()
-        .zip(&decisions)
+        .zip(decisions)
         .filter_map(|(r, d)| match d {
             Ok(Decision::Write { appended, .. }) => Some((*r, appended)),
             _ => None,
         })
-        .collect();
-    let wrote = !writes.is_empty();
-    if wrote {
-        write(conn, &writes, &ledger).await.map_err(work)?;
-    }
-    sqlx::Executor::execute(&mut *conn, "COMMIT")
-        .await
-        .map_err(|e| (e, Stage::Commit))?;
-    // The topics this batch found or created are committed now.
-    for (topic, n) in &ledger.topics {
-        if shared.cached_partitions(topic).is_none() {
-            shared.cache_topic(topic, *n);
-        }
-    }
-    Ok((decisions, wrote))
+        .collect()
+}
+
+/// Each of the keys' partitions' offset in `heads`, in the keys' order.
+fn head_values(keys: &Keys<'_>, heads: &FastMap<(Topic, Partition), Offset>) -> Vec<i64> {
+    keys.parts
+        .iter()
+        .map(|(t, p)| to_i64(heads.get(&((*t).clone(), *p)).map_or(0, |o| o.0)))
+        .collect()
 }
 
 /// Creates `topic` with `partitions` partitions, or finds it; its partition count.
@@ -570,12 +741,12 @@ pub(super) async fn create_topic(
     Ok(None)
 }
 
-/// The accepted appends of a batch, as the columns of `write_batch.sql`.
-async fn write(
-    conn: &mut PgConnection,
-    writes: &[(&AppendRequest, &Appended)],
-    ledger: &Ledger,
-) -> sqlx::Result<()> {
+/// Binds the accepted appends as the columns `$1`-`$22` of `write_batch.sql` and
+/// `write_verified.sql`: the events, then the command ids.
+fn bind_writes<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    writes: &[(&'q AppendRequest, &'q Appended)],
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     let rows: usize = writes.iter().map(|(r, _)| r.events.len()).sum();
     let mut e_topic = Vec::with_capacity(rows);
     let mut e_part = Vec::with_capacity(rows);
@@ -624,24 +795,7 @@ async fn write(
         .filter_map(|(r, a)| r.command.as_ref().map(|c| (*r, *a, c)))
         .collect();
 
-    let mut heads: Vec<(&Topic, Partition)> =
-        dedup(writes.iter().map(|(r, a)| (r.stream.topic(), a.partition)));
-    heads.sort();
-    let next: Vec<i64> = heads
-        .iter()
-        .map(|(t, p)| {
-            to_i64(
-                ledger
-                    .heads
-                    .get(&((*t).clone(), *p))
-                    .copied()
-                    .unwrap_or_default()
-                    .0,
-            )
-        })
-        .collect();
-
-    sqlx::query(include_str!("sql/write_batch.sql"))
+    query
         .bind(e_topic)
         .bind(e_part)
         .bind(e_offset)
@@ -704,12 +858,6 @@ async fn write(
                 .map(|(_, a, _)| i32::try_from(a.offsets.len()).unwrap_or(i32::MAX))
                 .collect::<Vec<_>>(),
         )
-        .bind(heads.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>())
-        .bind(heads.iter().map(|(_, p)| to_i32(p.0)).collect::<Vec<_>>())
-        .bind(next)
-        .execute(&mut *conn)
-        .await
-        .map(|_| ())
 }
 
 fn dedup<T: Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {

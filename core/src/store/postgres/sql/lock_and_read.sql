@@ -12,7 +12,7 @@
 -- granted. Every append advances its partition's head, so when 'locked' and 'seen' agree for
 -- every partition, no one committed to these partitions since the snapshot, and the reads are
 -- current. When they differ (another writer committed while this one waited for a lock), the
--- caller reads streams and commands again (read_batch.sql), in a snapshot taken after the locks.
+-- caller reads streams and commands again (read.sql), in a snapshot taken after the locks.
 --
 -- $1, $2: partitions (topic, partition); $3, $4: streams (topic, stream id);
 -- $5, $6, $7: commands (topic, stream id, command id).
