@@ -108,7 +108,8 @@ impl PostgresStoreBuilder {
 
     /// How long the batcher waits for more appends before committing a batch that is not full
     /// (default 0: it commits what is queued, and appends that arrive meanwhile form the next
-    /// batch).
+    /// batch). Tokio's timers count in milliseconds, so a wait costs at least about one; 0 was
+    /// the fastest on the benches, with 1 writer and with 64.
     pub fn batch_wait(mut self, wait: Duration) -> Self {
         self.batch_wait = wait;
         self
