@@ -10,6 +10,12 @@
 //!   under a lease, then live tailing; side-by-side rebuilds when the version changes.
 //! - [`Projections`] runs several side by side, and (feature `cli`) [`cli`] is the command
 //!   line an app embeds: `projections list | status | rebuild | reset | parked | retry`.
+//!
+//! What the API takes or hands out comes re-exported, so an app needs no dependency of its
+//! own for it: [`CancellationToken`] (tokio-util) to stop runners, [`sqlx`] (feature
+//! `sqlite`; the version [`SqliteViews`](store::sqlite::SqliteViews) hands out connections
+//! of) to query views, and [`async_trait`](macro@async_trait) to implement
+//! [`ViewStore`](store::ViewStore).
 
 mod error;
 mod projection;
@@ -24,3 +30,13 @@ pub use error::{BoxError, Error, EventRef, Result};
 pub use projection::{Envelope, Projection};
 pub use registry::{AnyProjection, Projections};
 pub use runner::{OnBadEvent, PartitionLag, Progress, Runner, RunnerConfig, Status};
+
+/// The `#[async_trait]` attribute [`ViewStore`](store::ViewStore) is written with.
+pub use async_trait::async_trait;
+/// The sqlx [`SqliteViews`](store::sqlite::SqliteViews) is built on: query views with it
+/// (`keel_projections::sqlx::query(...)`). Its macros (`query!`, `FromRow`) name `::sqlx` and
+/// need a direct dependency on this same version (0.8).
+#[cfg(feature = "sqlite")]
+pub use sqlx;
+/// Stops a runner after its current batch ([`Runner::run`], [`Projections::run`]).
+pub use tokio_util::sync::CancellationToken;

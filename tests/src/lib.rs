@@ -6,6 +6,8 @@ pub mod readme {}
 
 /// The book's chapters; their Rust snippets run as doc tests.
 pub mod book {
+    #[doc = include_str!("../../book/src/getting-started.md")]
+    pub mod getting_started {}
     #[doc = include_str!("../../book/src/domain.md")]
     pub mod domain {}
     #[doc = include_str!("../../book/src/event-store.md")]
