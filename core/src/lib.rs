@@ -31,6 +31,7 @@
 //! [`EventStore`].
 
 pub mod aggregate;
+mod backend_error;
 pub mod envelope;
 pub mod event;
 pub mod ids;
@@ -45,6 +46,7 @@ pub mod testing;
 pub mod __private;
 
 pub use aggregate::{Aggregate, Apply, Command, Handle, IntoEvents};
+pub use backend_error::BackendError;
 pub use envelope::{CommandMeta, Fingerprint, Metadata, NewEvent, RecordedEvent, Timestamp};
 pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event};
 pub use ids::{

@@ -106,7 +106,7 @@ impl Projections {
             .iter()
             .find(|r| r.name() == name)
             .ok_or_else(|| Error::UnknownProjection {
-                name: name.to_owned(),
+                name: crate::error::quoted_cut(name),
                 known: self
                     .runners
                     .iter()

@@ -738,6 +738,10 @@ impl<P: Projection> Runner<P> {
                             // first, one at a time.
                             return Ok(Applied::RolledBack);
                         }
+                        // The event names the record: said once, not again by the source.
+                        let mut source = source;
+                        source.position = None;
+                        source.stream = None;
                         return Err(Error::Decode {
                             projection: P::NAME.to_owned(),
                             event,

@@ -145,21 +145,23 @@ pub enum Error {
     Backend {
         /// What the store was doing.
         operation: &'static str,
-        /// The backend's error.
+        /// The backend's error, a [`BackendError`](crate::BackendError) when made by
+        /// [`Error::backend`].
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 impl Error {
-    /// A backend failure during `operation`.
+    /// A backend failure during `operation`. The backend's error is kept as a
+    /// [`BackendError`](crate::BackendError), so its causes print once.
     pub fn backend(
         operation: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         Self::Backend {
             operation,
-            source: source.into(),
+            source: Box::new(crate::BackendError::new(source)),
         }
     }
 

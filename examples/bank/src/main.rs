@@ -16,13 +16,17 @@
 //! Exit codes: 0 on success, 1 when the bank refuses a command (or the file fails), 2 for a
 //! usage error such as an amount that is not a positive whole number.
 
+mod args;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use args::Checked;
 
 use anyhow::Context as _;
 use bank::{Account, AccountEvent, Bank, TransferError};
 use clap::{Parser, Subcommand};
-use keel::{Aggregate as _, CommandId, Committed, EventStore as _, Partition, StreamId, Topic};
+use keel::{Aggregate as _, CommandId, Committed, EventStore as _, Partition, Topic};
 
 /// Accounts, deposits, withdrawals and transfers, event-sourced with keel in a SQLite file.
 ///
@@ -45,7 +49,7 @@ enum Cmd {
     /// Opens an account.
     Open {
         /// The account id.
-        #[arg(value_parser = parse_account)]
+        #[arg(value_parser = Checked(args::account))]
         account: String,
         /// Who owns it.
         owner: String,
@@ -53,87 +57,64 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         overdraft: u64,
         /// Makes the command idempotent: running it again with this id changes nothing.
-        #[arg(long)]
+        #[arg(long, value_parser = Checked(args::command_id))]
         command_id: Option<CommandId>,
     },
     /// Puts money into an account.
     Deposit {
         /// The account id.
-        #[arg(value_parser = parse_account)]
+        #[arg(value_parser = Checked(args::account))]
         account: String,
         /// A positive whole number.
-        #[arg(value_parser = parse_amount, allow_negative_numbers = true)]
+        #[arg(value_parser = Checked(args::amount), allow_negative_numbers = true)]
         amount: u64,
         /// Makes the command idempotent: running it again with this id changes nothing.
-        #[arg(long)]
+        #[arg(long, value_parser = Checked(args::command_id))]
         command_id: Option<CommandId>,
     },
     /// Takes money out of an account, down to its overdraft limit.
     Withdraw {
         /// The account id.
-        #[arg(value_parser = parse_account)]
+        #[arg(value_parser = Checked(args::account))]
         account: String,
         /// A positive whole number.
-        #[arg(value_parser = parse_amount, allow_negative_numbers = true)]
+        #[arg(value_parser = Checked(args::amount), allow_negative_numbers = true)]
         amount: u64,
         /// Makes the command idempotent: running it again with this id changes nothing.
-        #[arg(long)]
+        #[arg(long, value_parser = Checked(args::command_id))]
         command_id: Option<CommandId>,
     },
     /// Closes an account whose balance is 0.
     Close {
         /// The account id.
-        #[arg(value_parser = parse_account)]
+        #[arg(value_parser = Checked(args::account))]
         account: String,
         /// Makes the command idempotent: running it again with this id changes nothing.
-        #[arg(long)]
+        #[arg(long, value_parser = Checked(args::command_id))]
         command_id: Option<CommandId>,
     },
     /// Shows an account's balance, status, version and events.
     Show {
         /// The account id.
-        #[arg(value_parser = parse_account)]
+        #[arg(value_parser = Checked(args::account))]
         account: String,
     },
     /// Moves money from one account to another (idempotent per transfer id, not atomic).
     Transfer {
         /// The account the money leaves.
-        #[arg(value_parser = parse_account)]
+        #[arg(value_parser = Checked(args::account))]
         from: String,
         /// The account the money reaches.
-        #[arg(value_parser = parse_account)]
+        #[arg(value_parser = Checked(args::account))]
         to: String,
         /// A positive whole number.
-        #[arg(value_parser = parse_amount, allow_negative_numbers = true)]
+        #[arg(value_parser = Checked(args::amount), allow_negative_numbers = true)]
         amount: u64,
         /// The transfer's id; running the transfer again with it never moves the money twice.
         /// A fresh one is made (and printed) when missing.
-        #[arg(long)]
+        #[arg(long, value_parser = Checked(args::command_id))]
         id: Option<CommandId>,
     },
-}
-
-/// Parses an amount: a whole number from 1 to [`bank::MAX_AMOUNT`].
-fn parse_amount(text: &str) -> Result<u64, String> {
-    let refuse = || format!("amount must be a positive whole number, got {text:?}");
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(refuse());
-    }
-    match text.parse::<u64>() {
-        Ok(0) => Err(refuse()),
-        Ok(amount) if amount <= bank::MAX_AMOUNT => Ok(amount),
-        Ok(_) | Err(_) => Err(format!(
-            "amount {text:?} is too large; the most is {}",
-            bank::MAX_AMOUNT
-        )),
-    }
-}
-
-/// Checks an account id is a valid stream id.
-fn parse_account(text: &str) -> Result<String, String> {
-    StreamId::new(Account::KIND, text)
-        .map(|_| text.to_owned())
-        .map_err(|e| format!("not a valid account id: {e}"))
 }
 
 #[tokio::main]
@@ -151,7 +132,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let bank = Bank::open_sqlite(&cli.db)
         .await
-        .with_context(|| format!("cannot open {}", cli.db.display()))?;
+        .with_context(|| format!("cannot open {}", args::cut(&cli.db.display().to_string())))?;
     let result = match cli.command {
         None => scenario(&bank, &cli.db).await,
         Some(command) => execute(&bank, &cli.db, command).await,
@@ -552,26 +533,4 @@ async fn log_length(bank: &Bank) -> anyhow::Result<u64> {
         total += store.head(&topic, Partition(partition)).await?.0;
     }
     Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_amount;
-
-    #[test]
-    fn amounts_are_whole_numbers_from_1_to_the_largest_balance() {
-        assert_eq!(parse_amount("1"), Ok(1));
-        assert_eq!(parse_amount("9223372036854775807"), Ok(bank::MAX_AMOUNT));
-        for refused in ["0", "-5", "abc", "+5", " 5", "1.5", "", "1e3"] {
-            let message = parse_amount(refused).expect_err(refused);
-            assert_eq!(
-                message,
-                format!("amount must be a positive whole number, got {refused:?}")
-            );
-        }
-        for too_large in ["9223372036854775808", "99999999999999999999999"] {
-            let message = parse_amount(too_large).expect_err(too_large);
-            assert!(message.contains("too large"), "{message}");
-        }
-    }
 }
