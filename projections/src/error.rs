@@ -86,7 +86,8 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// Another runner holds the projection.
+    /// Another runner holds the projection. Wait for its lease to run out, or stop that
+    /// runner; a holder whose process is gone (on this host) does not hold anyone up.
     #[error("projection {projection} is held by {owner} for {remaining_ms} ms more")]
     Held {
         /// The projection.
@@ -127,6 +128,10 @@ pub enum Error {
     /// The event store failed.
     #[error(transparent)]
     Log(#[from] keel::store::Error),
+    /// The command line could not write its output (other than to a closed pipe, which
+    /// the command line treats as the reader having seen enough).
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
     /// The view store failed.
     #[error("view store: {operation} failed")]
     Store {

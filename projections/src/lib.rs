@@ -18,6 +18,7 @@
 //! [`ViewStore`](store::ViewStore).
 
 mod error;
+mod holder;
 mod projection;
 mod registry;
 mod runner;
@@ -29,7 +30,7 @@ pub mod cli;
 pub use error::{BoxError, Error, EventRef, Result};
 pub use projection::{Envelope, Projection};
 pub use registry::{AnyProjection, Projections};
-pub use runner::{OnBadEvent, PartitionLag, Progress, Runner, RunnerConfig, Status};
+pub use runner::{LeaseStatus, OnBadEvent, PartitionLag, Progress, Runner, RunnerConfig, Status};
 
 /// The `#[async_trait]` attribute [`ViewStore`](store::ViewStore) is written with.
 pub use async_trait::async_trait;

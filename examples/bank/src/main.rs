@@ -11,6 +11,8 @@
 //! cargo run -p bank -- deposit carol 20 --command-id pay-17
 //! cargo run -p bank -- transfer carol alice 10 --id rent-2025-01
 //! cargo run -p bank -- show carol
+//! cargo run -p bank -- balances                 # the balances view, brought up to date
+//! cargo run -p bank -- projections status
 //! ```
 //!
 //! Exit codes: 0 on success, 1 when the bank refuses a command (or the file fails), 2 for a
@@ -92,6 +94,14 @@ enum Cmd {
         /// Makes the command idempotent: running it again with this id changes nothing.
         #[arg(long, value_parser = Checked(args::command_id))]
         command_id: Option<CommandId>,
+    },
+    /// Reads the balances view (a projection of the log, in the same file): every account,
+    /// or one. Brings the view up to date with the log first, then reads it in one consistent
+    /// read.
+    Balances {
+        /// Only this account.
+        #[arg(value_parser = Checked(args::account))]
+        account: Option<String>,
     },
     /// Shows an account's balance, status, version and events.
     Show {
@@ -206,6 +216,7 @@ async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
             report(bank, "closed", &account, &committed).await?;
         }
         Cmd::Show { account } => show(bank, &account).await?,
+        Cmd::Balances { account } => balances(bank, db, account.as_deref()).await?,
         Cmd::Projections(args) => {
             let (projections, views) = projections_of(bank, db).await?;
             let result = keel_projections::cli::run(&projections, args).await;
@@ -347,6 +358,57 @@ async fn show(bank: &Bank, account: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `bank balances [ACCOUNT]`: catches the balances view up with the log, then reads it.
+async fn balances(bank: &Bank, db: &Path, account: Option<&str>) -> anyhow::Result<()> {
+    let (projections, views) = projections_of(bank, db).await?;
+    let result = async {
+        projections
+            .get(<bank::projections::Balances as keel_projections::Projection>::NAME)?
+            .catch_up()
+            .await
+            .context("cannot bring the balances view up to date")?;
+        let rows = match account {
+            Some(id) => vec![
+                bank::projections::read_balance(&views, id)
+                    .await?
+                    .with_context(|| {
+                        format!("account {id} is not in the balances view: it was never opened")
+                    })?,
+            ],
+            None => bank::projections::read_balances(&views).await?,
+        };
+        print_rows(&rows)
+    }
+    .await;
+    views.close().await;
+    result
+}
+
+/// Prints balance rows as a table; standard output closed early (`| head`) ends quietly.
+fn print_rows(rows: &[bank::projections::AccountRow]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = (|| {
+        writeln!(
+            out,
+            "{:<24} {:<24} {:<7} {:>20} {:>8}",
+            "ACCOUNT", "OWNER", "STATUS", "BALANCE", "VERSION"
+        )?;
+        for row in rows {
+            writeln!(
+                out,
+                "{:<24} {:<24} {:<7} {:>20} {:>8}",
+                row.id, row.owner, row.status, row.balance, row.version
+            )?;
+        }
+        out.flush()
+    })();
+    match written {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other.context("cannot write the output")?),
+    }
 }
 
 async fn print_balances(bank: &Bank, accounts: &[&str]) -> anyhow::Result<()> {
