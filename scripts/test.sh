@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# The one test command: formatting, lints, and every test (unit, integration, UI, doc).
-# Everything the tests need comes from Cargo (SQLite is bundled by sqlx), so there is no
-# service to install or start. Exits non-zero on the first failure.
+# The one test command: formatting, lints, every test (unit, integration, UI, doc), the API
+# docs under each feature set, the book (mdBook, with its internal links checked), and a crate
+# built from the README alone, outside the workspace.
+# Everything the tests need comes from Cargo (SQLite is bundled by sqlx; mdBook is installed with
+# `cargo install` into a cache the first time), so there is no service to install or start.
+# Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Tools the checks install, kept across runs (and off the workspace's target directory).
+KEEL_TOOLS="${KEEL_TOOLS:-$HOME/.cache/keel-tools}"
+MDBOOK_VERSION="0.5.4"
+export PATH="$KEEL_TOOLS/bin:$PATH"
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "scripts/test.sh: cargo is not on PATH; install Rust (rustup) first" >&2
+    exit 1
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "scripts/test.sh: python3 is not on PATH; the book's link check and the README crate need it" >&2
     exit 1
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
@@ -26,5 +38,43 @@ cargo test --workspace --all-features --locked
 
 echo "==> cargo doc (broken links and bad doc markup are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps --locked --quiet
+
+echo "==> cargo doc of each library under each feature set it documents"
+for features in \
+    "-p keel --no-default-features" \
+    "-p keel --no-default-features --features derive" \
+    "-p keel --features sqlite" \
+    "-p keel --features testing" \
+    "-p keel-projections --no-default-features" \
+    "-p keel-projections --features sqlite" \
+    "-p keel-projections --features cli" \
+    "-p keel-macros"; do
+    echo "    $features"
+    # shellcheck disable=SC2086 # the words are cargo's arguments
+    RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet $features
+done
+
+echo "==> mdbook build book (any warning, and any broken internal link, fails)"
+if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
+    echo "    installing mdbook $MDBOOK_VERSION into $KEEL_TOOLS (once; cached)"
+    CARGO_TARGET_DIR="$KEEL_TOOLS/build" cargo install --locked --quiet mdbook \
+        --version "$MDBOOK_VERSION" --no-default-features --features search --root "$KEEL_TOOLS"
+fi
+book_log="$(mktemp)"
+trap 'rm -f "$book_log"' EXIT
+if ! mdbook build book >"$book_log" 2>&1; then
+    cat "$book_log" >&2
+    echo "scripts/test.sh: mdbook build book failed" >&2
+    exit 1
+fi
+if grep -Eiq '\b(warn|warning|error)\b' "$book_log"; then
+    cat "$book_log" >&2
+    echo "scripts/test.sh: mdbook build book warned" >&2
+    exit 1
+fi
+python3 scripts/check_book_links.py book/book
+
+echo "==> a crate from the README alone, outside the workspace (scripts/scratch_crate.py)"
+python3 scripts/scratch_crate.py
 
 echo "==> all checks passed"
