@@ -79,3 +79,29 @@ impl crate::event::Event for Missing {
         Err(DecodeError::unknown_type(event_type, schema_version, &[]))
     }
 }
+
+/// Encodes an aggregate's state for a snapshot (serde JSON).
+///
+/// # Errors
+///
+/// The serde error, with the aggregate kind.
+pub fn encode_snapshot<T: serde::Serialize>(
+    kind: &'static str,
+    state: &T,
+) -> Result<Vec<u8>, crate::SnapshotError> {
+    serde_json::to_vec(state).map_err(|e| crate::SnapshotError::new(kind, "encode", e))
+}
+
+/// Decodes an aggregate's state from a snapshot (serde JSON).
+///
+/// # Errors
+///
+/// The serde error, with the aggregate kind.
+pub fn decode_snapshot<T: serde::de::DeserializeOwned>(
+    kind: &'static str,
+    payload: &[u8],
+) -> Result<T, crate::SnapshotError> {
+    serde_json::from_slice(payload).map_err(|e| crate::SnapshotError::new(kind, "decode", e))
+}
+
+pub use crate::snapshot::SnapshotConfig;

@@ -52,6 +52,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::event::Event;
+use crate::snapshot::{SnapshotConfig, SnapshotError};
 
 /// How an event changes an aggregate's state. Must not fail: the event already happened.
 #[diagnostic::on_unimplemented(
@@ -79,8 +80,42 @@ pub trait Aggregate: Default + Send + Sync + 'static {
     /// Why a command is rejected.
     type Error: std::error::Error + Send + Sync + 'static;
 
+    /// How the state is snapshotted: its shape version and how often. `None` (the default):
+    /// never; set it with `snapshot(version = N, every = M)` in `#[aggregate(...)]`, which
+    /// also implements [`encode_snapshot`](Self::encode_snapshot) and
+    /// [`decode_snapshot`](Self::decode_snapshot) with serde (the struct must derive
+    /// `Serialize` and `Deserialize`).
+    const SNAPSHOT: Option<SnapshotConfig> = None;
+
     /// Folds one event into the state (forwards to [`Apply`]).
     fn apply_event(&mut self, event: &Self::Event);
+
+    /// Encodes the state for a snapshot. Only called when [`Self::SNAPSHOT`] is set.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError`] when the state does not encode (the default: snapshots are off).
+    fn encode_snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        Err(SnapshotError::new(
+            Self::KIND,
+            "encode",
+            "the aggregate does not take snapshots",
+        ))
+    }
+
+    /// Rebuilds the state from a snapshot of the current shape version.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError`] when the bytes do not decode (the load then folds the whole stream).
+    fn decode_snapshot(payload: &[u8]) -> Result<Self, SnapshotError> {
+        let _ = payload;
+        Err(SnapshotError::new(
+            Self::KIND,
+            "decode",
+            "the aggregate does not take snapshots",
+        ))
+    }
 
     /// Folds events into the state, in order.
     fn apply_all<'a>(&mut self, events: impl IntoIterator<Item = &'a Self::Event>) {

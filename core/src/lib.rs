@@ -38,6 +38,7 @@ pub mod ids;
 pub mod limits;
 pub mod partitioner;
 pub mod repository;
+pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -52,7 +53,10 @@ pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event};
 pub use ids::{
     Checkpoint, CommandId, IdError, Offset, Partition, Position, StreamId, StreamVersion, Topic,
 };
-pub use repository::{CommandOptions, Committed, CommittedEvent, Loaded, Repository, RetryPolicy};
+pub use repository::{
+    CacheStats, CommandOptions, Committed, CommittedEvent, Loaded, Repository, RetryPolicy,
+};
+pub use snapshot::{Snapshot, SnapshotConfig, SnapshotError};
 pub use store::{AppendRequest, Appended, EventStore, ExpectedVersion};
 
 #[cfg(feature = "derive")]

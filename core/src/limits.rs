@@ -20,3 +20,7 @@ pub const MAX_EVENTS_PER_APPEND: usize = 1024;
 
 /// Most partitions in one topic.
 pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Largest snapshot of one aggregate's state, in bytes (896 KiB: it fits a Kafka record of
+/// the default 1 MiB with room for its headers).
+pub const MAX_SNAPSHOT_BYTES: usize = 896 * 1024;

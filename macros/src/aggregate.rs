@@ -7,7 +7,9 @@
 //! ```
 //!
 //! expands to an `impl ::keel::Aggregate` whose `apply_event` forwards to the user's
-//! `impl Apply<AccountEvent> for Account`.
+//! `impl Apply<AccountEvent> for Account`. With `snapshot(version = N, every = M)` (both
+//! optional: version 1, every 100 events), the impl also encodes and decodes the state for
+//! snapshots with serde.
 
 use proc_macro2::TokenStream;
 use quote::quote_spanned;
@@ -48,6 +50,7 @@ struct AggregateModel<'a> {
     kind: LitStr,
     event: Type,
     error: Type,
+    snapshot: Option<SnapshotAttr>,
     /// A fallback after an error that left the event or error type unknown: the impl has
     /// stand-in types and a body that applies nothing, so only the error itself is reported.
     stub: bool,
@@ -61,6 +64,7 @@ impl<'a> AggregateModel<'a> {
             kind: LitStr::new("", ident.span()),
             event: missing(),
             error: missing(),
+            snapshot: None,
             stub: true,
         }
     }
@@ -72,16 +76,25 @@ fn missing() -> Type {
     syn::parse_quote!(::keel::__private::Missing)
 }
 
+/// `snapshot(version = N, every = M)`.
+struct SnapshotAttr {
+    /// The `snapshot` key, for spans.
+    span: proc_macro2::Span,
+    version: u32,
+    every: u64,
+}
+
 /// `#[aggregate(...)]`, merged over every such attribute.
 #[derive(Default)]
 struct AggregateAttr {
     kind: Option<LitStr>,
     event: Option<Type>,
     error: Option<Type>,
+    snapshot: Option<SnapshotAttr>,
 }
 
-const EXPECTED_KEYS: &str = "`kind`, `event` or `error`";
-const KEYS: &[&str] = &["kind", "event", "error"];
+const EXPECTED_KEYS: &str = "`kind`, `event`, `error` or `snapshot`";
+const KEYS: &[&str] = &["kind", "event", "error", "snapshot"];
 
 fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateModel<'a>> {
     match &input.data {
@@ -152,6 +165,7 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateMod
         stub: parsed.event.is_none() || parsed.error.is_none(),
         event: parsed.event.unwrap_or_else(missing),
         error: parsed.error.unwrap_or_else(missing),
+        snapshot: parsed.snapshot,
     })
 }
 
@@ -172,12 +186,16 @@ fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
             } else if meta.path.is_ident("error") {
                 let ty: Type = meta.value()?.parse()?;
                 attr::set_once(&mut parsed.error, ty, &meta, "aggregate", errors);
+            } else if meta.path.is_ident("snapshot") {
+                let snapshot = snapshot_attr(&meta, errors)?;
+                attr::set_once(&mut parsed.snapshot, snapshot, &meta, "aggregate", errors);
             } else if let Some(meant) = attr::misspelt(&meta, "aggregate", KEYS, errors) {
                 // Reported; its value stands for the key meant, unless that key is given too.
                 match meant {
                     "kind" => misspelt.kind = errors.ok(attr::lit_str(&meta)),
                     "event" => misspelt.event = Some(meta.value()?.parse()?),
-                    _ => misspelt.error = Some(meta.value()?.parse()?),
+                    "error" => misspelt.error = Some(meta.value()?.parse()?),
+                    _ => misspelt.snapshot = Some(snapshot_attr(&meta, errors)?),
                 }
             } else {
                 attr::unknown_key(&meta, "aggregate", EXPECTED_KEYS, errors)?;
@@ -190,7 +208,55 @@ fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
         kind: parsed.kind.or(misspelt.kind),
         event: parsed.event.or(misspelt.event),
         error: parsed.error.or(misspelt.error),
+        snapshot: parsed.snapshot.or(misspelt.snapshot),
     }
+}
+
+/// `snapshot`, `snapshot(version = N)`, `snapshot(every = M)` or both keys.
+fn snapshot_attr(
+    meta: &syn::meta::ParseNestedMeta<'_>,
+    errors: &mut Errors,
+) -> syn::Result<SnapshotAttr> {
+    let mut version = None;
+    let mut every = None;
+    if meta.input.peek(syn::token::Paren) {
+        meta.parse_nested_meta(|inner| {
+            if inner.path.is_ident("version") {
+                if let Some(v) = errors.ok(attr::version(&inner)) {
+                    attr::set_once(&mut version, v, &inner, "aggregate", errors);
+                }
+            } else if inner.path.is_ident("every") {
+                let expr: syn::Expr = inner.value()?.parse()?;
+                match &expr {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Int(int),
+                        ..
+                    }) if int.base10_parse::<u64>().is_ok() => {
+                        let n = int.base10_parse::<u64>()?;
+                        attr::set_once(&mut every, n, &inner, "aggregate", errors);
+                    }
+                    _ => errors.spanned(
+                        &expr,
+                        "expected how many events between snapshots: an integer, such as \
+                         `every = 100` (0 saves none)",
+                    ),
+                }
+            } else {
+                attr::unknown_key(
+                    &inner,
+                    "aggregate",
+                    "`version` or `every` inside `snapshot(...)`",
+                    errors,
+                )?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(SnapshotAttr {
+        span: meta.path.span(),
+        version: version.unwrap_or(1),
+        every: every.unwrap_or(100),
+    })
 }
 
 fn expand(model: &AggregateModel<'_>) -> TokenStream {
@@ -199,6 +265,7 @@ fn expand(model: &AggregateModel<'_>) -> TokenStream {
         kind,
         event,
         error,
+        snapshot,
         stub,
     } = model;
     // A missing `Apply<Event>` impl is reported at the `event = ...` type, a missing `Default`
@@ -210,6 +277,29 @@ fn expand(model: &AggregateModel<'_>) -> TokenStream {
             <Self as ::keel::Apply<#event>>::apply(self, __event)
         }
     };
+    // Serde bounds are reported at the `snapshot` key.
+    let snapshot = snapshot.as_ref().map(|s| {
+        let SnapshotAttr { span, version, every } = s;
+        quote_spanned! {*span=>
+            const SNAPSHOT: ::core::option::Option<::keel::__private::SnapshotConfig> =
+                ::core::option::Option::Some(::keel::__private::SnapshotConfig {
+                    version: #version,
+                    every: #every,
+                });
+
+            fn encode_snapshot(
+                &self,
+            ) -> ::core::result::Result<::std::vec::Vec<::core::primitive::u8>, ::keel::SnapshotError> {
+                ::keel::__private::encode_snapshot(#kind, self)
+            }
+
+            fn decode_snapshot(
+                __payload: &[::core::primitive::u8],
+            ) -> ::core::result::Result<Self, ::keel::SnapshotError> {
+                ::keel::__private::decode_snapshot(#kind, __payload)
+            }
+        }
+    });
     let body = quote_spanned! {ident.span()=>
         const KIND: &'static ::core::primitive::str = #kind;
         type Event = #event;
@@ -218,6 +308,8 @@ fn expand(model: &AggregateModel<'_>) -> TokenStream {
         fn apply_event(&mut self, __event: &Self::Event) {
             #apply
         }
+
+        #snapshot
     };
     quote_spanned! {ident.span()=>
         #[automatically_derived]
@@ -324,7 +416,7 @@ mod tests {
                 "`Aggregate` can only be derived for structs: the aggregate's state",
                 "generic aggregates are not supported: an aggregate kind names one concrete type",
                 "expected a string literal: `kind = \"...\"`",
-                "unknown key `colour` in `#[aggregate(...)]`; expected `kind`, `event` or `error`",
+                "unknown key `colour` in `#[aggregate(...)]`; expected `kind`, `event`, `error` or `snapshot`",
                 "duplicate key `event` in `#[aggregate(...)]`",
                 "missing `kind` in `#[aggregate(...)]`: the name of the aggregate's streams and topic, such as `kind = \"account\"`",
                 "missing `error` in `#[aggregate(...)]`: why its commands are rejected, such as `error = AccountError`",

@@ -125,6 +125,26 @@ pub enum Error {
         /// How many the topic has.
         partitions: u32,
     },
+    /// A snapshot claims a version its stream does not have (yet). Nothing was saved.
+    #[error(
+        "snapshot of stream {stream} at version {version} is ahead of the stream, which is at version {actual}"
+    )]
+    SnapshotAhead {
+        /// The stream.
+        stream: StreamId,
+        /// The snapshot's version.
+        version: StreamVersion,
+        /// The stream's version.
+        actual: StreamVersion,
+    },
+    /// A snapshot was refused before anything was saved: version 0, or too large.
+    #[error("snapshot of stream {stream} refused: {reason}")]
+    InvalidSnapshot {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        reason: String,
+    },
     /// A stored record's envelope is damaged (a column that does not parse).
     #[error("damaged record at topic {topic} partition {partition} offset {offset}: {detail}")]
     Corrupt {

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 
 use crate::envelope::RecordedEvent;
 use crate::ids::{CommandId, Offset, Partition, Position, StreamId, StreamVersion, Topic};
+use crate::snapshot::Snapshot;
 use crate::store::ledger::{Decision, Ledger};
 use crate::store::{
     AppendRequest, Appended, Capabilities, CommandRecord, Error, EventStore, Result, StoreStats,
@@ -44,6 +45,8 @@ struct State {
     partitions: HashMap<(Topic, Partition), Vec<RecordedEvent>>,
     /// Offsets of each stream's records, index = version - 1.
     streams: HashMap<StreamId, (Partition, Vec<Offset>)>,
+    /// The latest snapshot of each stream.
+    snapshots: HashMap<StreamId, Snapshot>,
 }
 
 /// An in-memory event store. Cheap to create; everything is lost on drop.
@@ -256,6 +259,35 @@ impl EventStore for MemoryStore {
             .collect();
         topics.sort_by(|a, b| a.topic.cmp(&b.topic));
         Ok(topics)
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        validate::check_snapshot(&snapshot)?;
+        let mut state = self.lock();
+        let actual = state
+            .ledger
+            .streams
+            .get(&snapshot.stream)
+            .copied()
+            .unwrap_or_default();
+        if snapshot.version > actual {
+            return Err(Error::SnapshotAhead {
+                stream: snapshot.stream,
+                version: snapshot.version,
+                actual,
+            });
+        }
+        match state.snapshots.get(&snapshot.stream) {
+            Some(stored) if !snapshot.supersedes(stored) => {}
+            _ => {
+                state.snapshots.insert(snapshot.stream.clone(), snapshot);
+            }
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        Ok(self.lock().snapshots.get(stream).cloned())
     }
 
     fn subscribe_commits(&self) -> watch::Receiver<u64> {

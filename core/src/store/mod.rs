@@ -18,6 +18,8 @@
 //!   `murmur2(id bytes) mod N` of the topic named after its kind (see
 //!   [`partitioner`](crate::partitioner)).
 //! - **Empty appends are rejected** with [`Error::EmptyAppend`]; they never create a stream.
+//! - **Snapshots**: [`EventStore::save_snapshot`] keeps each stream's latest snapshot, never
+//!   one ahead of its stream (see [`snapshot`](crate::snapshot) for the rules).
 //! - **Bad input** (ids, type names, sizes beyond [`limits`](crate::limits)) is refused with
 //!   a typed error before anything is written.
 
@@ -29,6 +31,7 @@ use futures::stream::BoxStream;
 
 use crate::envelope::{CommandMeta, NewEvent, RecordedEvent};
 use crate::ids::{CommandId, IdError, Offset, Partition, Position, StreamId, StreamVersion, Topic};
+use crate::snapshot::Snapshot;
 
 mod error;
 mod ledger;
@@ -271,6 +274,23 @@ pub trait EventStore: Send + Sync + 'static {
     /// A backend failure.
     async fn topics(&self) -> Result<Vec<TopicInfo>>;
 
+    /// Saves a snapshot of a stream's aggregate, replacing an older one (see
+    /// [`snapshot`](crate::snapshot) for which one wins).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SnapshotAhead`] when the snapshot's version is above the stream's,
+    /// [`Error::InvalidSnapshot`] (version 0, too large), or a backend failure. Nothing is
+    /// saved on error.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()>;
+
+    /// The stream's latest snapshot, whatever its shape (the caller checks the shape).
+    ///
+    /// # Errors
+    ///
+    /// A backend failure or a damaged snapshot row.
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
+
     /// A counter that changes after every commit, to wake live readers. Readers must not rely
     /// on seeing every value; they re-read the partition when it changes.
     fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64>;
@@ -335,6 +355,12 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     }
     async fn topics(&self) -> Result<Vec<TopicInfo>> {
         (**self).topics().await
+    }
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        (**self).save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        (**self).load_snapshot(stream).await
     }
     fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         (**self).subscribe_commits()

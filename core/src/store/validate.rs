@@ -72,6 +72,28 @@ pub(crate) fn check_append(request: &AppendRequest) -> Result<()> {
     Ok(())
 }
 
+/// Checks a snapshot's shape before it is saved (its version against the stream is the
+/// backend's check, made where the stream's version is known).
+pub(crate) fn check_snapshot(snapshot: &crate::Snapshot) -> Result<()> {
+    let refuse = |reason: String| {
+        Err(Error::InvalidSnapshot {
+            stream: snapshot.stream.clone(),
+            reason,
+        })
+    };
+    if snapshot.version == crate::StreamVersion::INITIAL {
+        return refuse("version 0: a snapshot covers at least one event".into());
+    }
+    if snapshot.payload.len() > limits::MAX_SNAPSHOT_BYTES {
+        return refuse(format!(
+            "it is {} bytes, the limit is {}",
+            snapshot.payload.len(),
+            limits::MAX_SNAPSHOT_BYTES
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a requested partition count.
 pub(crate) fn check_partitions(topic: &Topic, partitions: u32) -> Result<()> {
     if partitions == 0 || partitions > limits::MAX_PARTITIONS {

@@ -105,7 +105,7 @@ pub enum AccountError {
 }
 
 /// Where an account is in its life.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AccountStatus {
     /// No `Opened` event yet.
     #[default]
@@ -128,9 +128,10 @@ impl fmt::Display for AccountStatus {
 
 /// A bank account: the fold of its events.
 ///
-/// The balance may go below zero, down to `-overdraft_limit`.
-#[derive(Aggregate, Default, Debug, Clone, PartialEq, Eq)]
-#[aggregate(kind = "account", event = AccountEvent, error = AccountError)]
+/// The balance may go below zero, down to `-overdraft_limit`. A snapshot of the state is
+/// saved every 100 events (shape version 1: bump it when the fields change).
+#[derive(Aggregate, Default, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[aggregate(kind = "account", event = AccountEvent, error = AccountError, snapshot(version = 1, every = 100))]
 pub struct Account {
     status: AccountStatus,
     owner: String,

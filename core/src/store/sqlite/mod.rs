@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::envelope::RecordedEvent;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
+use crate::snapshot::Snapshot;
 use crate::store::{
     AppendRequest, Appended, Capabilities, CommandRecord, Error, EventStore, Result, StoreStats,
     TopicInfo, validate,
@@ -407,6 +408,24 @@ impl EventStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        validate::check_snapshot(&snapshot)?;
+        self.send(|reply| Job::Snapshot { snapshot, reply }).await
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        let row = sqlx::query(
+            "SELECT version, shape, payload, timestamp FROM keel_snapshots \
+             WHERE topic = ? AND stream_id = ?",
+        )
+        .bind(stream.kind())
+        .bind(stream.id())
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(|e| Error::backend("read a snapshot", e))?;
+        row.map(|r| row::snapshot(&r, stream)).transpose()
     }
 
     fn subscribe_commits(&self) -> watch::Receiver<u64> {

@@ -95,3 +95,22 @@ pub(super) fn record(
         metadata,
     })
 }
+
+/// A snapshot of `stream` from a row of `version, shape, payload, timestamp`.
+pub(super) fn snapshot(row: &SqliteRow, stream: &StreamId) -> Result<crate::Snapshot> {
+    let damaged = |e: &dyn std::fmt::Display| {
+        Error::backend(
+            "read a snapshot",
+            format!("damaged snapshot of stream {stream}: {e}"),
+        )
+    };
+    let version: i64 = row.try_get(0).map_err(|e| damaged(&e))?;
+    let shape: i64 = row.try_get(1).map_err(|e| damaged(&e))?;
+    Ok(crate::Snapshot {
+        stream: stream.clone(),
+        version: StreamVersion(u64::try_from(version).map_err(|e| damaged(&e))?),
+        shape: u32::try_from(shape).map_err(|e| damaged(&e))?,
+        payload: row.try_get(2).map_err(|e| damaged(&e))?,
+        timestamp: Timestamp(row.try_get(3).map_err(|e| damaged(&e))?),
+    })
+}

@@ -64,3 +64,14 @@ CREATE TABLE IF NOT EXISTS keel_commands (
     count         INTEGER NOT NULL,
     PRIMARY KEY (topic, stream_id, command_id)
 ) WITHOUT ROWID;
+
+-- The latest snapshot of each stream's aggregate: derived data, replaced as the stream grows.
+CREATE TABLE IF NOT EXISTS keel_snapshots (
+    topic     TEXT NOT NULL,
+    stream_id TEXT NOT NULL,
+    version   INTEGER NOT NULL,
+    shape     INTEGER NOT NULL,
+    payload   BLOB NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (topic, stream_id)
+) WITHOUT ROWID;

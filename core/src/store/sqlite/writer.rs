@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::to_i64;
 use crate::envelope::Fingerprint;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
+use crate::snapshot::Snapshot;
 use crate::store::ledger::{Decision, Ledger};
 use crate::store::{AppendRequest, Appended, CommandRecord, Error, Result, TopicInfo, validate};
 
@@ -31,6 +32,11 @@ pub(super) enum Job {
         topic: Topic,
         partitions: u32,
         reply: oneshot::Sender<Result<TopicInfo>>,
+    },
+    /// Save a snapshot, in the next batch's transaction.
+    Snapshot {
+        snapshot: Snapshot,
+        reply: oneshot::Sender<Result<()>>,
     },
     /// Finish what was queued before, close the connection, stop.
     Shutdown,
@@ -68,32 +74,46 @@ impl std::error::Error for BatchFailed {
 }
 
 type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
+type PendingSnapshot = (Snapshot, oneshot::Sender<Result<()>>);
+
+/// What one batch does besides its appends: each accepted snapshot (a later one of a stream
+/// replaces an earlier one) and each snapshot's answer.
+struct SnapshotPlan<'a> {
+    writes: Vec<&'a Snapshot>,
+    answers: Vec<Result<()>>,
+}
 
 impl Writer {
     pub(super) async fn run(mut self) {
         let mut stopping = false;
         while let Some(job) = self.jobs.recv().await {
             let mut batch: Vec<Pending> = Vec::new();
+            let mut snapshots: Vec<PendingSnapshot> = Vec::new();
             let mut next = Some(job);
             while let Some(job) = next.take() {
                 match job {
                     Job::Append { request, reply } => batch.push((request, reply)),
+                    Job::Snapshot { snapshot, reply } => snapshots.push((snapshot, reply)),
                     Job::EnsureTopic {
                         topic,
                         partitions,
                         reply,
                     } => {
                         // Keep order: commit what was gathered before, then the topic.
-                        self.commit_batch(std::mem::take(&mut batch)).await;
+                        self.commit_batch(
+                            std::mem::take(&mut batch),
+                            std::mem::take(&mut snapshots),
+                        )
+                        .await;
                         let _ = reply.send(self.ensure_topic(&topic, partitions).await);
                     }
                     Job::Shutdown => stopping = true,
                 }
-                if batch.len() < self.max_batch && !stopping {
+                if batch.len() + snapshots.len() < self.max_batch && !stopping {
                     next = self.jobs.try_recv().ok();
                 }
             }
-            self.commit_batch(batch).await;
+            self.commit_batch(batch, snapshots).await;
             if stopping {
                 break;
             }
@@ -146,28 +166,34 @@ impl Writer {
         })
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(size = batch.len()))]
-    async fn commit_batch(&mut self, batch: Vec<Pending>) {
-        if batch.is_empty() {
+    #[tracing::instrument(level = "debug", skip_all, fields(size = batch.len(), snapshots = snapshots.len()))]
+    async fn commit_batch(&mut self, batch: Vec<Pending>, snapshots: Vec<PendingSnapshot>) {
+        if batch.is_empty() && snapshots.is_empty() {
             return;
         }
         self.shared
             .appends
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let requests: Vec<&AppendRequest> = batch.iter().map(|(r, _)| r).collect();
-        match self.write(&requests).await {
-            Ok(decisions) => {
+        let snaps: Vec<&Snapshot> = snapshots.iter().map(|(s, _)| s).collect();
+        match self.write(&requests, &snaps).await {
+            Ok((decisions, snapshot_answers, committed)) => {
                 let wrote = decisions
                     .iter()
                     .any(|d| matches!(d, Ok(Decision::Write { .. })));
-                if wrote {
+                if committed {
                     self.shared.transactions.fetch_add(1, Ordering::Relaxed);
+                }
+                if wrote {
                     self.shared.commits.send_modify(|n| *n += 1);
                 }
                 for ((_, reply), decision) in batch.into_iter().zip(decisions) {
                     let answer = decision.map(|d| match d {
                         Decision::Replay(a) | Decision::Write { appended: a, .. } => a,
                     });
+                    let _ = reply.send(answer);
+                }
+                for ((_, reply), answer) in snapshots.into_iter().zip(snapshot_answers) {
                     let _ = reply.send(answer);
                 }
             }
@@ -178,16 +204,25 @@ impl Writer {
                 for (_, reply) in batch {
                     let _ = reply.send(Err(Error::backend("append", shared.clone())));
                 }
+                for (_, reply) in snapshots {
+                    let _ = reply.send(Err(Error::backend("save a snapshot", shared.clone())));
+                }
             }
         }
     }
 
     /// Decides and writes a batch in one transaction; the outer error is a database failure
-    /// (the caller rolls back), the inner ones are each request's own answer.
-    async fn write(&mut self, batch: &[&AppendRequest]) -> sqlx::Result<Vec<Result<Decision>>> {
+    /// (the caller rolls back), the inner ones are each request's own answer. The flag says
+    /// whether anything was written.
+    async fn write(
+        &mut self,
+        batch: &[&AppendRequest],
+        snapshots: &[&Snapshot],
+    ) -> sqlx::Result<(Vec<Result<Decision>>, Vec<Result<()>>, bool)> {
         self.exec("BEGIN IMMEDIATE").await?;
-        let mut ledger = self.load(batch).await?;
+        let mut ledger = self.load(batch, snapshots).await?;
         let decisions: Vec<Result<Decision>> = batch.iter().map(|r| ledger.decide(r)).collect();
+        let plan = plan_snapshots(snapshots, &ledger);
         let writes: Vec<(&AppendRequest, &Appended)> = batch
             .iter()
             .zip(&decisions)
@@ -196,31 +231,38 @@ impl Writer {
                 _ => None,
             })
             .collect();
-        if writes.is_empty() {
+        if writes.is_empty() && plan.writes.is_empty() {
             self.exec("COMMIT").await?;
-            return Ok(decisions);
+            return Ok((decisions, plan.answers, false));
         }
-        let new_topics: Vec<(&Topic, u32)> = batch
-            .iter()
-            .zip(&decisions)
-            .filter_map(|(r, d)| match d {
-                Ok(Decision::Write {
-                    new_topic: Some(n), ..
-                }) => Some((r.stream.topic(), *n)),
-                _ => None,
-            })
-            .collect();
-        self.insert_topics(&new_topics).await?;
-        self.insert_events(&writes).await?;
-        self.upsert_streams(&writes, &ledger).await?;
-        self.insert_commands(&writes).await?;
-        self.upsert_heads(&writes, &mut ledger).await?;
+        if !writes.is_empty() {
+            let new_topics: Vec<(&Topic, u32)> = batch
+                .iter()
+                .zip(&decisions)
+                .filter_map(|(r, d)| match d {
+                    Ok(Decision::Write {
+                        new_topic: Some(n), ..
+                    }) => Some((r.stream.topic(), *n)),
+                    _ => None,
+                })
+                .collect();
+            self.insert_topics(&new_topics).await?;
+            self.insert_events(&writes).await?;
+            self.upsert_streams(&writes, &ledger).await?;
+            self.insert_commands(&writes).await?;
+            self.upsert_heads(&writes, &mut ledger).await?;
+        }
+        self.upsert_snapshots(&plan.writes).await?;
         self.exec("COMMIT").await?;
-        Ok(decisions)
+        Ok((decisions, plan.answers, true))
     }
 
     /// Reads what the batch touches, inside its transaction.
-    async fn load(&mut self, batch: &[&AppendRequest]) -> sqlx::Result<Ledger> {
+    async fn load(
+        &mut self,
+        batch: &[&AppendRequest],
+        snapshots: &[&Snapshot],
+    ) -> sqlx::Result<Ledger> {
         let mut ledger = Ledger::new(self.default_partitions);
         for row in sqlx::query("SELECT topic, partitions FROM keel_topics")
             .fetch_all(&mut self.conn)
@@ -249,7 +291,12 @@ impl Writer {
             );
         }
 
-        let streams: Vec<&StreamId> = dedup(batch.iter().map(|r| &r.stream));
+        let streams: Vec<&StreamId> = dedup(
+            batch
+                .iter()
+                .map(|r| &r.stream)
+                .chain(snapshots.iter().map(|s| &s.stream)),
+        );
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT topic, stream_id, version FROM keel_streams WHERE (topic, stream_id) IN (",
         );
@@ -423,6 +470,32 @@ impl Writer {
         q.build().execute(&mut self.conn).await.map(|_| ())
     }
 
+    /// Writes snapshots; the `WHERE` keeps a stored one of the same shape that is newer.
+    async fn upsert_snapshots(&mut self, snapshots: &[&Snapshot]) -> sqlx::Result<()> {
+        // 6 bound values a row; SQLite allows 32,766 per statement and a batch holds at most
+        // `MAX_BATCH` jobs.
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO keel_snapshots (topic, stream_id, version, shape, payload, timestamp) ",
+        );
+        q.push_values(snapshots, |mut b, s| {
+            b.push_bind(s.stream.kind())
+                .push_bind(s.stream.id())
+                .push_bind(to_i64(s.version.0))
+                .push_bind(i64::from(s.shape))
+                .push_bind(s.payload.as_slice())
+                .push_bind(s.timestamp.0);
+        });
+        q.push(
+            " ON CONFLICT (topic, stream_id) DO UPDATE SET version = excluded.version, \
+             shape = excluded.shape, payload = excluded.payload, timestamp = excluded.timestamp \
+             WHERE excluded.shape != keel_snapshots.shape OR excluded.version >= keel_snapshots.version",
+        );
+        q.build().execute(&mut self.conn).await.map(|_| ())
+    }
+
     async fn upsert_heads(
         &mut self,
         writes: &[(&AppendRequest, &Appended)],
@@ -450,6 +523,48 @@ impl Writer {
         });
         q.push(" ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset");
         q.build().execute(&mut self.conn).await.map(|_| ())
+    }
+}
+
+/// Which snapshots of a batch to write: each is checked against its stream's version after
+/// the batch's appends; a later accepted snapshot of a stream replaces an earlier one.
+fn plan_snapshots<'a>(snapshots: &[&'a Snapshot], ledger: &Ledger) -> SnapshotPlan<'a> {
+    let mut latest: HashMap<&StreamId, &'a Snapshot> = HashMap::new();
+    let mut order: Vec<&StreamId> = Vec::new();
+    let answers = snapshots
+        .iter()
+        .map(|snapshot| {
+            let actual = ledger
+                .streams
+                .get(&snapshot.stream)
+                .copied()
+                .unwrap_or_default();
+            if snapshot.version > actual {
+                return Err(Error::SnapshotAhead {
+                    stream: snapshot.stream.clone(),
+                    version: snapshot.version,
+                    actual,
+                });
+            }
+            match latest.get(&snapshot.stream) {
+                Some(earlier) if !snapshot.supersedes(earlier) => {}
+                Some(_) => {
+                    latest.insert(&snapshot.stream, snapshot);
+                }
+                None => {
+                    order.push(&snapshot.stream);
+                    latest.insert(&snapshot.stream, snapshot);
+                }
+            }
+            Ok(())
+        })
+        .collect();
+    SnapshotPlan {
+        writes: order
+            .iter()
+            .filter_map(|s| latest.get(s).copied())
+            .collect(),
+        answers,
     }
 }
 

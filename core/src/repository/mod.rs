@@ -1,5 +1,22 @@
 //! The command side: load an aggregate, decide, append, retry on conflict.
 //!
+//! A [`Repository`] runs commands of one aggregate type. For each command it:
+//!
+//! 1. checks the caller's command id (a committed one returns the first outcome without
+//!    running the handler again);
+//! 2. takes the aggregate's place in an in-process queue, so commands on one aggregate never
+//!    race each other to the store;
+//! 3. starts from the aggregate's cached state when it has one (no read at all), or loads it
+//!    from its latest snapshot plus the later events;
+//! 4. decides, and appends the decided events expecting the version it decided on;
+//! 5. on a conflict (another process appended), reads only the newer events and decides
+//!    again, under a bounded [`RetryPolicy`].
+//!
+//! A cached state is always the fold of committed events at the version it carries, so a
+//! stale one can only cause a conflict, never a wrong append. When the handler rejects a
+//! command or decides nothing, the repository first checks (one cheap read of the stream's
+//! version) that the cached state was current, so a rejection is never based on stale state.
+//!
 //! ```
 //! # use keel::prelude::*;
 //! # use serde::{Deserialize, Serialize};
@@ -43,18 +60,24 @@ use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::{CommandMeta, Fingerprint, Metadata, NewEvent};
 use crate::event::{DecodeError, EncodeError};
 use crate::ids::{CommandId, IdError, Position, StreamId, StreamVersion};
+use crate::snapshot::Snapshot;
 use crate::store::{self, AppendRequest, EventStore, ExpectedVersion};
+
+mod cache;
+
+pub use self::cache::CacheStats;
+use self::cache::{Cache, Entry};
 
 /// Why a command did not commit.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<E> {
     /// The aggregate rejected the command; nothing was written.
-    #[error("command rejected")]
-    Rejected(#[source] E),
+    #[error("command rejected: {0}")]
+    Rejected(E),
     /// The aggregate id is not a valid stream id.
-    #[error("invalid aggregate id")]
-    InvalidId(#[from] IdError),
+    #[error("invalid aggregate id: {0}")]
+    InvalidId(IdError),
     /// The command could not be fingerprinted (it does not serialise).
     #[error("cannot serialise the command to fingerprint it")]
     Fingerprint(#[source] serde_json::Error),
@@ -77,7 +100,16 @@ pub enum Error<E> {
     Store(#[from] store::Error),
 }
 
+impl<E> From<IdError> for Error<E> {
+    fn from(e: IdError) -> Self {
+        Self::InvalidId(e)
+    }
+}
+
 /// How often to decide again after a conflict, and how long to wait in between.
+///
+/// Commands on one aggregate in one process never conflict with each other (they queue), so
+/// conflicts come only from writers in other processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Most attempts in all (at least 1).
@@ -120,8 +152,9 @@ impl RetryPolicy {
 /// Ids and metadata of one command execution.
 #[derive(Clone, Debug, Default)]
 pub struct CommandOptions {
-    /// The command's id: the idempotency key. Without one, a fresh id is used and a retry
-    /// by the caller runs the command again.
+    /// The command's id: the idempotency key. Without one the command is not idempotent: a
+    /// retry by the caller runs it again, and its events carry no command id (unless a
+    /// correlation or causation id is given, which needs one: a fresh id is used then).
     pub command_id: Option<CommandId>,
     /// Ties together everything one request caused.
     pub correlation_id: Option<Uuid>,
@@ -172,13 +205,22 @@ pub struct Committed<E> {
     /// `true` when the command id had already been committed: these are the first
     /// execution's events, and the handler did not run again.
     pub replayed: bool,
+    /// How many times the command was decided: 1, plus one per conflict with another
+    /// writer (or per stale cached state found before a rejection). 0 for a replay.
+    pub attempts: u32,
 }
 
-/// Loads aggregates of type `A` from a store and runs their commands.
+/// Loads aggregates of type `A` from a store and runs their commands. See the
+/// [module docs](self).
+///
+/// Clones share the cache and the per-aggregate queue: clone a repository rather than
+/// creating a second one over the same store.
 pub struct Repository<A: Handle, S: EventStore + ?Sized> {
     store: Arc<S>,
     context: Arc<A::Context>,
     retry: RetryPolicy,
+    snapshot_every: u64,
+    cache: Arc<Cache<A>>,
 }
 
 impl<A: Handle, S: EventStore + ?Sized> Clone for Repository<A, S> {
@@ -187,6 +229,8 @@ impl<A: Handle, S: EventStore + ?Sized> Clone for Repository<A, S> {
             store: Arc::clone(&self.store),
             context: Arc::clone(&self.context),
             retry: self.retry,
+            snapshot_every: self.snapshot_every,
+            cache: Arc::clone(&self.cache),
         }
     }
 }
@@ -203,12 +247,17 @@ where
 }
 
 impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
+    /// The default bound of the aggregate cache, in aggregates.
+    pub const DEFAULT_CACHE_CAPACITY: usize = 16_384;
+
     /// A repository whose handlers share `context` (services, clocks, clients).
     pub fn with_context(store: Arc<S>, context: Arc<A::Context>) -> Self {
         Self {
             store,
             context,
             retry: RetryPolicy::default(),
+            snapshot_every: A::SNAPSHOT.map_or(0, |s| s.every),
+            cache: Arc::new(Cache::new(Self::DEFAULT_CACHE_CAPACITY, true)),
         }
     }
 
@@ -219,9 +268,40 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         self
     }
 
+    /// Keeps the state of at most `capacity` recently used aggregates between commands
+    /// (default [`Self::DEFAULT_CACHE_CAPACITY`]); `0` keeps none, so every command loads its
+    /// aggregate. Starts a new, empty cache.
+    #[must_use]
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = Arc::new(if capacity == 0 {
+            Cache::new(Self::DEFAULT_CACHE_CAPACITY, false)
+        } else {
+            Cache::new(capacity, true)
+        });
+        self
+    }
+
+    /// Saves a snapshot every `every` events (0: never), overriding the aggregate's
+    /// `snapshot(every = ...)`. Has no effect on an aggregate without `snapshot(...)`.
+    #[must_use]
+    pub fn snapshot_every(mut self, every: u64) -> Self {
+        self.snapshot_every = if A::SNAPSHOT.is_some() { every } else { 0 };
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<S> {
         &self.store
+    }
+
+    /// Counters of the aggregate cache.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Forgets every cached aggregate state: the next command on each loads it again.
+    pub fn clear_cache(&self) {
+        self.cache.clear();
     }
 
     /// The stream of aggregate `id`.
@@ -233,7 +313,8 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         StreamId::new(A::KIND, id)
     }
 
-    /// Loads aggregate `id` by folding its events.
+    /// Loads aggregate `id` from the store: its latest snapshot of the current shape, if any,
+    /// plus the events after it.
     ///
     /// # Errors
     ///
@@ -241,21 +322,65 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
     /// [`Error::Store`].
     pub async fn load(&self, id: &str) -> Result<Loaded<A>, Error<A::Error>> {
         let stream = Self::stream(id)?;
-        self.load_stream(&stream).await
+        let entry = self.load_entry(&stream).await?;
+        Ok(Loaded {
+            state: entry.state,
+            version: entry.version,
+        })
     }
 
-    async fn load_stream(&self, stream: &StreamId) -> Result<Loaded<A>, Error<A::Error>> {
-        let records = self.store.read_stream(stream, StreamVersion(1)).await?;
-        let mut state = A::default();
-        let mut version = StreamVersion::INITIAL;
-        for record in &records {
-            state.apply_event(&record.decode::<A::Event>()?);
-            version = record.version;
+    async fn load_entry(&self, stream: &StreamId) -> Result<Entry<A>, Error<A::Error>> {
+        let mut entry = Entry {
+            state: A::default(),
+            version: StreamVersion::INITIAL,
+            snapshot_version: StreamVersion::INITIAL,
+        };
+        if let Some(config) = A::SNAPSHOT
+            && let Some(snapshot) = self.store.load_snapshot(stream).await?
+        {
+            if snapshot.shape != config.version {
+                tracing::debug!(
+                    %stream,
+                    stored = snapshot.shape,
+                    current = config.version,
+                    "ignoring a snapshot of another shape"
+                );
+            } else {
+                match A::decode_snapshot(&snapshot.payload) {
+                    Ok(state) => {
+                        entry.state = state;
+                        entry.version = snapshot.version;
+                        entry.snapshot_version = snapshot.version;
+                    }
+                    Err(error) => tracing::warn!(
+                        %stream,
+                        version = %snapshot.version,
+                        error = %error,
+                        "ignoring a snapshot that does not decode"
+                    ),
+                }
+            }
         }
-        Ok(Loaded { state, version })
+        self.catch_up(stream, &mut entry).await?;
+        Ok(entry)
     }
 
-    /// Runs `command` on aggregate `id` with a fresh command id.
+    /// Folds the events after the entry's version into it.
+    async fn catch_up(
+        &self,
+        stream: &StreamId,
+        entry: &mut Entry<A>,
+    ) -> Result<(), Error<A::Error>> {
+        let records = self.store.read_stream(stream, entry.version.next()).await?;
+        for record in &records {
+            entry.state.apply_event(&record.decode::<A::Event>()?);
+            entry.version = record.version;
+        }
+        Ok(())
+    }
+
+    /// Runs `command` on aggregate `id`, without a command id (see
+    /// [`CommandOptions::command_id`]).
     ///
     /// # Errors
     ///
@@ -270,9 +395,10 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
     }
 
     /// Runs `command` on aggregate `id`: checks the command id (a committed one returns the
-    /// first outcome without running the handler), loads the aggregate, decides, appends with
-    /// the loaded version as the expectation, and decides again on conflict under the retry
-    /// policy.
+    /// first outcome without running the handler), takes the aggregate's place in the
+    /// in-process queue, decides against its cached or loaded state, appends with that
+    /// state's version as the expectation, and decides again on conflict under the retry
+    /// policy. See the [module docs](self).
     ///
     /// A command that decides no events writes nothing, so its id is not recorded: a retry
     /// runs the handler again against the state of that moment.
@@ -290,57 +416,107 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         options: CommandOptions,
     ) -> Result<Committed<A::Event>, Error<A::Error>> {
         let stream = Self::stream(id)?;
-        // A fresh random id cannot have been committed: only a caller's id is looked up.
-        let given = options.command_id.is_some();
-        let meta = CommandMeta {
-            id: options.command_id.unwrap_or_else(CommandId::random),
-            fingerprint: Fingerprint::of(&command).map_err(Error::Fingerprint)?,
-            correlation_id: options.correlation_id,
-            causation_id: options.causation_id,
+        let CommandOptions {
+            command_id,
+            correlation_id,
+            causation_id,
+            metadata,
+        } = options;
+        let given = command_id.is_some();
+        // Without a caller's id nobody can retry the command, so no idempotency record is
+        // kept for it (unless correlation or causation ids need a command to travel with).
+        let meta = if given || correlation_id.is_some() || causation_id.is_some() {
+            Some(CommandMeta {
+                id: command_id.unwrap_or_else(CommandId::random),
+                fingerprint: Fingerprint::of(&command).map_err(Error::Fingerprint)?,
+                correlation_id,
+                causation_id,
+            })
+        } else {
+            None
         };
-        if given && let Some(record) = self.store.command(&stream, &meta.id).await? {
+        if given
+            && let Some(meta) = &meta
+            && let Some(record) = self.store.command(&stream, &meta.id).await?
+        {
             if record.fingerprint != meta.fingerprint {
                 return Err(store::Error::CommandIdReused {
                     stream,
-                    command_id: meta.id,
+                    command_id: meta.id.clone(),
                 }
                 .into());
             }
             return self.committed(record.appended.into_replayed()).await;
         }
-        let attempts = self.retry.max_attempts.max(1);
-        for attempt in 0..attempts {
-            let loaded = self.load_stream(&stream).await?;
-            let events = loaded
-                .state
-                .handle(command.clone(), &self.context)
-                .await
-                .map_err(Error::Rejected)?;
-            if events.is_empty() {
-                return Ok(Committed {
-                    stream,
-                    events: Vec::new(),
-                    version: loaded.version,
-                    replayed: false,
-                });
-            }
+
+        let slot = self.cache.slot(&stream);
+        let mut guard = slot.lock().await;
+        // Taken out: if this command fails or is cancelled midway, the slot is left empty
+        // and the next command reloads.
+        let cached = guard.take();
+        self.cache.record(A::KIND, cached.is_some());
+        let (mut entry, mut current) = match cached {
+            Some(entry) => (entry, false),
+            None => (self.load_entry(&stream).await?, true),
+        };
+        let max_attempts = self.retry.max_attempts.max(1);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let decided = entry.state.handle(command.clone(), &self.context).await;
+            let events = match decided {
+                Ok(events) if !events.is_empty() => events,
+                outcome => {
+                    // A rejection or an empty decision must not rest on a stale state.
+                    if !current {
+                        current = true;
+                        if self.store.stream_version(&stream).await? != entry.version {
+                            self.catch_up(&stream, &mut entry).await?;
+                            continue;
+                        }
+                    }
+                    let version = entry.version;
+                    self.keep(&mut guard, entry);
+                    return match outcome {
+                        Err(rejection) => Err(Error::Rejected(rejection)),
+                        Ok(_) => Ok(Committed {
+                            stream,
+                            events: Vec::new(),
+                            version,
+                            replayed: false,
+                            attempts,
+                        }),
+                    };
+                }
+            };
             let new_events = events
                 .iter()
                 .map(|e| {
                     let mut new = NewEvent::from_event(e)?;
-                    new.metadata.clone_from(&options.metadata);
+                    new.metadata.clone_from(&metadata);
                     Ok(new)
                 })
                 .collect::<Result<Vec<_>, EncodeError>>()?;
             let request = AppendRequest {
                 stream: stream.clone(),
-                expected: ExpectedVersion::Exact(loaded.version),
+                expected: ExpectedVersion::Exact(entry.version),
                 events: new_events,
-                command: Some(meta.clone()),
+                command: meta.clone(),
             };
             match self.store.append(request).await {
-                Ok(appended) if appended.replayed => return self.committed(appended).await,
+                Ok(appended) if appended.replayed => {
+                    // Committed before (by a concurrent retry of the same command id): the
+                    // cached state is still true at its version.
+                    self.keep(&mut guard, entry);
+                    return self.committed(appended).await;
+                }
                 Ok(appended) => {
+                    for event in &events {
+                        entry.state.apply_event(event);
+                    }
+                    entry.version = appended.last_version();
+                    self.snapshot_if_due(&stream, &mut entry).await;
+                    self.keep(&mut guard, entry);
                     let version = appended.last_version();
                     let events = events
                         .into_iter()
@@ -356,18 +532,51 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                         events,
                         version,
                         replayed: false,
+                        attempts,
                     });
                 }
                 Err(e) if e.is_conflict() => {
-                    tracing::debug!(attempt, error = %e, "conflict; deciding again");
-                    if attempt + 1 < attempts {
-                        tokio::time::sleep(self.retry.delay(attempt)).await;
+                    tracing::debug!(attempt = attempts, error = %e, "conflict; deciding again");
+                    if attempts >= max_attempts {
+                        return Err(Error::TooManyConflicts { stream, attempts });
                     }
+                    tokio::time::sleep(self.retry.delay(attempts - 1)).await;
+                    self.catch_up(&stream, &mut entry).await?;
+                    current = true;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Error::TooManyConflicts { stream, attempts })
+    }
+
+    /// Puts a state back in its slot, when the cache keeps states.
+    fn keep(&self, slot: &mut Option<Entry<A>>, entry: Entry<A>) {
+        if self.cache.keeps_states() {
+            *slot = Some(entry);
+        }
+    }
+
+    /// Saves a snapshot when `snapshot_every` events have passed since the last one. A
+    /// failure is logged, never the command's failure: snapshots are derived data.
+    async fn snapshot_if_due(&self, stream: &StreamId, entry: &mut Entry<A>) {
+        let Some(config) = A::SNAPSHOT else { return };
+        if self.snapshot_every == 0
+            || entry.version.0 - entry.snapshot_version.0 < self.snapshot_every
+        {
+            return;
+        }
+        let payload = match entry.state.encode_snapshot() {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::warn!(%stream, error = %error, "cannot encode a snapshot");
+                return;
+            }
+        };
+        let snapshot = Snapshot::new(stream.clone(), entry.version, config.version, payload);
+        match self.store.save_snapshot(snapshot).await {
+            Ok(()) => entry.snapshot_version = entry.version,
+            Err(error) => tracing::warn!(%stream, error = %error, "cannot save a snapshot"),
+        }
     }
 
     /// Reads back what a committed command wrote.
@@ -395,6 +604,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             stream: appended.stream,
             events,
             replayed: appended.replayed,
+            attempts: 0,
         })
     }
 }
@@ -404,6 +614,8 @@ impl<A: Handle, S: EventStore + ?Sized> std::fmt::Debug for Repository<A, S> {
         f.debug_struct("Repository")
             .field("kind", &A::KIND)
             .field("retry", &self.retry)
+            .field("snapshot_every", &self.snapshot_every)
+            .field("cache", &self.cache.stats())
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,235 @@
+//! The event store contract, case by case (`CONFORMANCE.md`). Every backend runs every case.
+//!
+//! A backend implements [`Backend`] (how to make a fresh store, close it and open it again)
+//! and instantiates the suite in a test target:
+//!
+//! ```text
+//! keel::conformance_suite!(keel::testing::conformance::SqliteBackend);
+//! ```
+//!
+//! Each case is a public async function that panics with a message naming the broken
+//! guarantee. Where a backend cannot honour a case, it says so in its
+//! [`Capabilities`](crate::store::Capabilities) and the case checks the weaker promise the
+//! backend states instead.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use crate::envelope::{CommandMeta, Fingerprint, NewEvent};
+use crate::event::{DecodeError, DecodeErrorKind, EncodeError, Event};
+use crate::ids::{CommandId, IdError, Offset, Partition, StreamId, StreamVersion, Topic};
+use crate::limits;
+use crate::store::{AppendRequest, Appended, Error, EventStore, ExpectedVersion, InvalidEvent};
+
+mod append;
+mod faults;
+mod group_commit;
+mod idempotency;
+mod partitions;
+mod snapshots;
+
+pub use append::*;
+pub use faults::*;
+pub use group_commit::*;
+pub use idempotency::*;
+pub use partitions::*;
+pub use snapshots::*;
+
+/// How the suite makes, closes and reopens stores of one backend.
+pub trait Backend: Sized + Send + Sync + 'static {
+    /// The store type.
+    type Store: EventStore;
+
+    /// Prepares a fresh, empty place for a store (a temp file, a new database) whose topics
+    /// created by an append get `partitions` partitions.
+    fn create(partitions: u32) -> impl Future<Output = Self> + Send;
+
+    /// Opens the store in that place; called again after [`close`](Self::close) to reopen.
+    fn open(&self) -> impl Future<Output = Self::Store> + Send;
+
+    /// Closes a store, waiting for its writes to finish.
+    fn close(&self, store: Self::Store) -> impl Future<Output = ()> + Send;
+}
+
+/// The in-memory backend: reopening gives an empty store (it is not durable).
+#[derive(Debug)]
+pub struct MemoryBackend {
+    partitions: u32,
+}
+
+impl Backend for MemoryBackend {
+    type Store = crate::store::memory::MemoryStore;
+
+    async fn create(partitions: u32) -> Self {
+        Self { partitions }
+    }
+
+    async fn open(&self) -> Self::Store {
+        crate::store::memory::MemoryStore::with_default_partitions(self.partitions)
+    }
+
+    async fn close(&self, store: Self::Store) {
+        drop(store);
+    }
+}
+
+/// The SQLite backend, on a file in a fresh temporary directory.
+#[cfg(feature = "sqlite")]
+#[derive(Debug)]
+pub struct SqliteBackend {
+    dir: tempfile::TempDir,
+    partitions: u32,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteBackend {
+    /// The file the store lives in.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("events.db")
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Backend for SqliteBackend {
+    type Store = crate::store::sqlite::SqliteStore;
+
+    async fn create(partitions: u32) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("create a temporary directory"),
+            partitions,
+        }
+    }
+
+    async fn open(&self) -> Self::Store {
+        crate::store::sqlite::SqliteStore::builder(self.path())
+            .default_partitions(self.partitions)
+            .open()
+            .await
+            .expect("open the SQLite store")
+    }
+
+    async fn close(&self, store: Self::Store) {
+        store.close().await;
+    }
+}
+
+/// Instantiates every conformance case as a `#[tokio::test]` for a [`Backend`].
+///
+/// The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dependency.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($backend:ty) => {
+        $crate::conformance_suite!(@cases $backend;
+            append_to_new_stream_returns_versions_and_positions,
+            append_is_atomic,
+            stale_expected_version_is_a_conflict_naming_the_actual_version,
+            concurrent_exact_appenders_leave_no_gap,
+            empty_append_is_rejected_and_creates_nothing,
+            duplicate_command_id_appends_nothing,
+            committed_command_replays_even_when_stale,
+            reused_command_id_with_another_fingerprint_is_refused,
+            same_command_id_on_two_streams_is_two_commands,
+            concurrent_duplicate_commands_write_once,
+            idempotency_survives_reopening,
+            read_partition_yields_every_record_once_in_order,
+            offsets_are_dense_in_commit_order,
+            tail_sees_every_concurrent_append_once_in_order,
+            streams_land_in_their_murmur2_partition,
+            reopening_a_topic_with_another_partition_count_fails,
+            concurrent_appenders_share_commits,
+            one_bad_caller_does_not_fail_the_others,
+            undecodable_records_are_typed_errors_naming_where,
+            bad_input_is_refused_and_changes_nothing,
+            acknowledged_appends_survive_reopening,
+            snapshot_is_found_by_the_next_load,
+            snapshot_of_another_shape_is_ignored,
+            snapshot_ahead_of_its_stream_is_refused,
+            snapshots_survive_reopening,
+            snapshots_change_nothing_about_appends_and_command_ids,
+        );
+    };
+    (@cases $backend:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                $crate::testing::conformance::$case::<$backend>().await;
+            }
+        )*
+    };
+}
+
+/// The event type the suite writes and decodes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Probe {
+    /// A numbered event.
+    Tested {
+        /// Its number.
+        n: u64,
+    },
+}
+
+impl Event for Probe {
+    const EVENT_TYPES: &'static [&'static str] = &["Tested"];
+
+    fn event_type(&self) -> &'static str {
+        "Tested"
+    }
+
+    fn schema_version(&self) -> u32 {
+        1
+    }
+
+    fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        crate::event::encode_variant(self, "Tested")
+    }
+
+    fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError> {
+        match event_type {
+            "Tested" => crate::event::decode_variant("Tested", event_type, schema_version, payload),
+            _ => Err(DecodeError::unknown_type(
+                event_type,
+                schema_version,
+                Self::EVENT_TYPES,
+            )),
+        }
+    }
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::from_event(&Probe::Tested { n }).expect("a probe encodes")
+}
+
+fn events(range: std::ops::Range<u64>) -> Vec<NewEvent> {
+    range.map(event).collect()
+}
+
+fn stream(kind: &str, id: &str) -> StreamId {
+    StreamId::new(kind, id).expect("a valid stream id")
+}
+
+fn command(id: &str, fingerprint: &str) -> CommandMeta {
+    CommandMeta::new(
+        CommandId::new(id).expect("a valid command id"),
+        Fingerprint::of_bytes(fingerprint.as_bytes()),
+    )
+}
+
+fn append(s: &StreamId, expected: ExpectedVersion, evs: Vec<NewEvent>) -> AppendRequest {
+    AppendRequest::new(s.clone(), expected, evs)
+}
+
+fn n_of(record: &crate::RecordedEvent) -> u64 {
+    match record.decode::<Probe>().expect("a probe decodes") {
+        Probe::Tested { n } => n,
+    }
+}
+
+async fn fresh<B: Backend>(partitions: u32) -> (B, B::Store) {
+    let backend = B::create(partitions).await;
+    let store = backend.open().await;
+    (backend, store)
+}
