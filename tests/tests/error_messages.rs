@@ -461,3 +461,14 @@ async fn transfer_errors_say_whether_money_moved_and_why() -> anyhow::Result<()>
     assert_eq!(full.matches("insufficient funds").count(), 1, "{full}");
     Ok(())
 }
+
+#[test]
+fn snapshot_errors_name_the_kind_and_give_serdes_reason_once() {
+    let serde = serde_json::from_slice::<u64>(b"\"x\"").expect_err("not a number");
+    let (short, full) = printed(keel::SnapshotError::new("note", "decode", serde));
+    assert_eq!(short, "cannot decode a snapshot of aggregate kind note");
+    assert_eq!(
+        full,
+        "cannot decode a snapshot of aggregate kind note: invalid type: string \"x\", expected u64 at line 1 column 3"
+    );
+}
