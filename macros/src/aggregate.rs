@@ -24,9 +24,10 @@ use crate::valid;
 ///
 /// # Errors
 ///
-/// Every problem with the input at once. When enough is known to write the impl (the event and
-/// error types), the errors come back inside `Ok` with it, so code using the aggregate sees one
-/// error, not one per use.
+/// Every problem with the input at once. Unless the struct is generic, the errors come back
+/// inside `Ok` with the impl — with stand-in types for an event or error type the attribute
+/// does not name, and the value of a misspelt key for the key meant — so code using the
+/// aggregate sees one error, not one per use.
 pub(crate) fn derive(input: TokenStream) -> syn::Result<TokenStream> {
     let input: DeriveInput = syn::parse2(input)?;
     let mut errors = Errors::default();
