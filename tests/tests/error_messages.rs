@@ -294,11 +294,8 @@ async fn a_backend_error_gives_sqlites_reason_once() -> anyhow::Result<()> {
         .expect_err("not a database");
     let (short, full) = printed(refused);
     assert_eq!(short, "open the SQLite file failed");
-    assert_eq!(
-        full,
-        "open the SQLite file failed: error returned from database: (code: 26) file is not a \
-         database"
-    );
+    assert!(full.starts_with("open the SQLite file failed: "), "{full}");
+    assert_eq!(full.matches("file is not a database").count(), 1, "{full}");
 
     let views = keel_projections::store::sqlite::SqliteViews::open(&path)
         .await
