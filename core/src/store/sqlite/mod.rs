@@ -174,6 +174,12 @@ impl SqliteStoreBuilder {
             },
         )
         .map_err(fail)?;
+        conn.pragma_update(
+            None,
+            "journal_size_limit",
+            i64::try_from(writer::WAL_LIMIT_BYTES).unwrap_or(i64::MAX),
+        )
+        .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(64);
         migrate(&conn)?;
         Ok(conn)

@@ -20,9 +20,12 @@
 //! Offsets come from the partition heads read and advanced inside the transaction, so they
 //! are dense and in commit order whichever process writes.
 //!
-//! Between batches the writer keeps the write-ahead log bounded: a passive checkpoint after
-//! every [`CHECKPOINT_EVERY`] commits, and a truncating one when the queue has been idle for
-//! [`IDLE`]. The WAL's size is published in the store's stats.
+//! Between batches the writer keeps the write-ahead log bounded, even while readers never
+//! stop (they would starve SQLite's own checkpoints): a passive checkpoint after every
+//! [`CHECKPOINT_EVERY`] commits; when a commit leaves the WAL past [`WAL_LIMIT_BYTES`], a
+//! truncating one that waits for readers (longer after each failure, holding writes back
+//! meanwhile); and a truncating one when the queue has been idle for [`IDLE`]. The WAL's size
+//! is published in the store's stats after every commit.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -45,6 +48,10 @@ pub(super) const CHECKPOINT_EVERY: u64 = 256;
 
 /// How long the queue must be empty before the writer truncates the WAL.
 pub(super) const IDLE: Duration = Duration::from_millis(200);
+
+/// Past this size the WAL is checkpointed and truncated, waiting for readers if need be; a
+/// WAL restarted by SQLite itself is cut back to it (`journal_size_limit`).
+pub(super) const WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Work for the writer.
 pub(super) enum Job {
@@ -137,6 +144,7 @@ impl Writer {
 
     async fn serve(&mut self) {
         let mut since_checkpoint = 0u64;
+        let mut over_limit = 0u32;
         let mut dirty = false;
         loop {
             let first = if dirty {
@@ -144,7 +152,7 @@ impl Writer {
                     Ok(job) => job,
                     Err(_) => {
                         // Quiet: fold the WAL back and truncate it.
-                        self.checkpoint("TRUNCATE");
+                        self.checkpoint("TRUNCATE", Duration::from_millis(20));
                         since_checkpoint = 0;
                         dirty = false;
                         continue;
@@ -183,39 +191,68 @@ impl Writer {
             if self.commit_batch(batch, snapshots) {
                 dirty = true;
                 since_checkpoint += 1;
-                if since_checkpoint >= CHECKPOINT_EVERY {
-                    self.checkpoint("PASSIVE");
+                let wal = self.wal_size();
+                if wal > WAL_LIMIT_BYTES {
+                    // Readers keep the WAL from restarting: wait for them, longer each time it
+                    // fails (writes wait too: that is the back-pressure).
+                    let wait = Duration::from_millis(10 << over_limit.min(7));
+                    if self.checkpoint("TRUNCATE", wait) {
+                        over_limit = 0;
+                        since_checkpoint = 0;
+                    } else {
+                        over_limit += 1;
+                    }
+                } else if since_checkpoint >= CHECKPOINT_EVERY {
+                    self.checkpoint("PASSIVE", Duration::ZERO);
                     since_checkpoint = 0;
                 }
             }
             if stopping {
-                self.checkpoint("TRUNCATE");
+                self.checkpoint("TRUNCATE", Duration::from_millis(20));
                 break;
             }
         }
     }
 
-    /// Runs a WAL checkpoint (`PASSIVE` never waits; `TRUNCATE` waits briefly for readers)
-    /// and publishes the WAL's size.
-    fn checkpoint(&mut self, mode: &str) {
+    /// Runs a WAL checkpoint (`PASSIVE` never waits; the others wait up to `wait` for
+    /// readers) and publishes the WAL's size; `true` when it completed.
+    fn checkpoint(&mut self, mode: &str, wait: Duration) -> bool {
         if mode != "PASSIVE" {
-            // Never hold up the queue for long behind a reader.
-            let _ = self.conn.busy_timeout(Duration::from_millis(20));
+            let _ = self.conn.busy_timeout(wait);
         }
+        // (busy, frames in the WAL, frames checkpointed)
         let result = self
             .conn
-            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()));
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
         if mode != "PASSIVE" {
             let _ = self.conn.busy_timeout(self.busy_timeout);
         }
-        match result {
-            Ok(()) => {
+        let done = match result {
+            Ok((0, _, _)) => {
                 self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+                true
             }
-            Err(e) => tracing::debug!(mode, error = %e, "wal checkpoint did not complete"),
-        }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::debug!(mode, error = %e, "wal checkpoint did not complete");
+                false
+            }
+        };
+        self.wal_size();
+        done
+    }
+
+    /// Measures the WAL file and publishes its size.
+    fn wal_size(&self) -> u64 {
         let size = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
         self.shared.wal_bytes.store(size, Ordering::Relaxed);
+        size
     }
 
     fn ensure_topic(&mut self, topic: &Topic, partitions: u32) -> Result<TopicInfo> {
