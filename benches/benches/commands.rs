@@ -321,7 +321,7 @@ fn loads(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn EventStore>
         let snapped = format!("load-snap-{events}");
         rt.block_on(async {
             seed(store.as_ref(), &plain, events - 1).await;
-            seed(store.as_ref(), &snapped, events - 51).await;
+            seed(store.as_ref(), &snapped, events - 52).await;
             // One command through a repository saving a snapshot every event, then 50 more
             // events written around it.
             Repository::<Account, _>::new(Arc::clone(&store))

@@ -27,6 +27,8 @@
 //! # Ok(()) }
 //! ```
 
+mod migrate;
+mod packed;
 mod row;
 mod writer;
 
@@ -51,9 +53,6 @@ use self::writer::{Job, Shared, Writer};
 
 /// The largest group commit, in jobs.
 pub const MAX_BATCH: usize = 2048;
-
-/// The schema this version of Keel reads and writes.
-const SCHEMA_VERSION: &str = "1";
 
 /// How hard a commit is pushed to disk (SQLite's `synchronous` pragma).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,7 +160,7 @@ impl SqliteStoreBuilder {
 
     fn open_writer(&self) -> Result<Connection> {
         let fail = |e: rusqlite::Error| Error::backend("open the SQLite file", e);
-        let conn = Connection::open(&self.path).map_err(fail)?;
+        let mut conn = Connection::open(&self.path).map_err(fail)?;
         conn.busy_timeout(self.busy_timeout).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
@@ -181,29 +180,9 @@ impl SqliteStoreBuilder {
         )
         .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(64);
-        migrate(&conn)?;
+        migrate::migrate(&mut conn)?;
         Ok(conn)
     }
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let fail = |e| Error::backend("create the SQLite schema", e);
-    conn.execute_batch(include_str!("schema.sql"))
-        .map_err(fail)?;
-    let version: String = conn
-        .query_row(
-            "SELECT value FROM keel_meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(fail)?;
-    if version != SCHEMA_VERSION {
-        return Err(Error::backend(
-            "open the SQLite file",
-            format!("the file has schema version {version}; this keel reads {SCHEMA_VERSION}"),
-        ));
-    }
-    Ok(())
 }
 
 /// The read-only connections: opened on demand, at most as many at once as permits.
