@@ -75,6 +75,7 @@ pub struct SqliteStoreBuilder {
     max_batch: usize,
     readers: u32,
     busy_timeout: Duration,
+    wal_limit: u64,
 }
 
 impl SqliteStoreBuilder {
@@ -108,6 +109,13 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// The size past which the write-ahead log is checkpointed and truncated, even if that
+    /// means holding writes back until readers let go of it (default 16 MiB).
+    pub fn wal_limit(mut self, bytes: u64) -> Self {
+        self.wal_limit = bytes.max(64 * 1024);
+        self
+    }
+
     /// Opens (creating if needed) the file and starts the writer thread.
     ///
     /// # Errors
@@ -137,6 +145,7 @@ impl SqliteStoreBuilder {
             max_batch: self.max_batch,
             wal_path: PathBuf::from(wal_path),
             busy_timeout: self.busy_timeout,
+            wal_limit: self.wal_limit,
         };
         let thread = std::thread::Builder::new()
             .name("keel-sqlite-writer".into())
@@ -176,7 +185,7 @@ impl SqliteStoreBuilder {
         conn.pragma_update(
             None,
             "journal_size_limit",
-            i64::try_from(writer::WAL_LIMIT_BYTES).unwrap_or(i64::MAX),
+            i64::try_from(self.wal_limit).unwrap_or(i64::MAX),
         )
         .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -285,6 +294,7 @@ impl SqliteStore {
             max_batch: 512,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
+            wal_limit: writer::DEFAULT_WAL_LIMIT,
         }
     }
 
@@ -432,18 +442,14 @@ impl EventStore for SqliteStore {
                 let Some(shape) = shape else {
                     return Ok((None, stream_events(conn, &stream, StreamVersion(1))?));
                 };
-                // One read transaction: the snapshot and the events after it agree.
-                let fail = |e| Error::backend("read a stream", e);
-                conn.execute_batch("BEGIN").map_err(fail)?;
-                let read = (|| {
-                    let snapshot = stream_snapshot(conn, &stream)?.filter(|s| s.shape == shape);
-                    let from = snapshot
-                        .as_ref()
-                        .map_or(StreamVersion(1), |s| s.version.next());
-                    Ok((snapshot, stream_events(conn, &stream, from)?))
-                })();
-                conn.execute_batch("COMMIT").map_err(fail)?;
-                read
+                // No read transaction is needed: events never change once written and
+                // versions are dense, so the events read after the snapshot are exactly those
+                // after its version, whatever commits in between.
+                let snapshot = stream_snapshot(conn, &stream)?.filter(|s| s.shape == shape);
+                let from = snapshot
+                    .as_ref()
+                    .map_or(StreamVersion(1), |s| s.version.next());
+                Ok((snapshot, stream_events(conn, &stream, from)?))
             })
             .await
     }

@@ -22,7 +22,8 @@
 //!
 //! Between batches the writer keeps the write-ahead log bounded, even while readers never
 //! stop (they would starve SQLite's own checkpoints): a passive checkpoint after every
-//! [`CHECKPOINT_EVERY`] commits; when a commit leaves the WAL past [`WAL_LIMIT_BYTES`], a
+//! [`CHECKPOINT_EVERY`] commits; when a commit leaves the WAL past its limit
+//! ([`DEFAULT_WAL_LIMIT`] unless configured), a
 //! truncating one that waits for readers (longer after each failure, holding writes back
 //! meanwhile); and a truncating one when the queue has been idle for [`IDLE`]. The WAL's size
 //! is published in the store's stats after every commit.
@@ -51,7 +52,7 @@ pub(super) const IDLE: Duration = Duration::from_millis(200);
 
 /// Past this size the WAL is checkpointed and truncated, waiting for readers if need be; a
 /// WAL restarted by SQLite itself is cut back to it (`journal_size_limit`).
-pub(super) const WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+pub(super) const DEFAULT_WAL_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Work for the writer.
 pub(super) enum Job {
@@ -91,6 +92,7 @@ pub(super) struct Writer {
     pub(super) max_batch: usize,
     pub(super) wal_path: std::path::PathBuf,
     pub(super) busy_timeout: Duration,
+    pub(super) wal_limit: u64,
 }
 
 /// One batch failure, shared by every caller in the batch.
@@ -151,10 +153,16 @@ impl Writer {
                 match tokio::time::timeout(IDLE, self.jobs.recv()).await {
                     Ok(job) => job,
                     Err(_) => {
-                        // Quiet: fold the WAL back and truncate it.
-                        self.checkpoint("TRUNCATE", Duration::from_millis(20));
-                        since_checkpoint = 0;
-                        dirty = false;
+                        // Quiet: fold the WAL back and truncate it. Readers may be in the
+                        // way: try again after the next quiet spell, waiting longer.
+                        let wait = Duration::from_millis(20 << over_limit.min(6));
+                        if self.checkpoint("TRUNCATE", wait) {
+                            over_limit = 0;
+                            since_checkpoint = 0;
+                            dirty = false;
+                        } else {
+                            over_limit += 1;
+                        }
                         continue;
                     }
                 }
@@ -192,7 +200,7 @@ impl Writer {
                 dirty = true;
                 since_checkpoint += 1;
                 let wal = self.wal_size();
-                if wal > WAL_LIMIT_BYTES {
+                if wal > self.wal_limit {
                     // Readers keep the WAL from restarting: wait for them, longer each time it
                     // fails (writes wait too: that is the back-pressure).
                     let wait = Duration::from_millis(10 << over_limit.min(7));
@@ -347,7 +355,7 @@ impl Writer {
         batch: &[&AppendRequest],
         snapshots: &[&Snapshot],
     ) -> rusqlite::Result<BatchOutcome> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.exec("BEGIN IMMEDIATE")?;
         let mut ledger = self.load(batch, snapshots)?;
         let decisions: Vec<Result<Decision>> = batch.iter().map(|r| ledger.decide(r)).collect();
         let plan = plan_snapshots(snapshots, &ledger);
@@ -360,7 +368,7 @@ impl Writer {
             })
             .collect();
         if writes.is_empty() && plan.writes.is_empty() {
-            self.conn.execute_batch("COMMIT")?;
+            self.exec("COMMIT")?;
             return Ok((decisions, plan.answers, false));
         }
         if !writes.is_empty() {
@@ -382,8 +390,13 @@ impl Writer {
             self.upsert_heads(&writes, &ledger)?;
         }
         self.upsert_snapshots(&plan.writes)?;
-        self.conn.execute_batch("COMMIT")?;
+        self.exec("COMMIT")?;
         Ok((decisions, plan.answers, true))
+    }
+
+    /// Runs a statement without parameters or rows, prepared once.
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.raw_execute().map(|_| ())
     }
 
     /// Reads what the batch touches, inside its transaction.
