@@ -55,8 +55,8 @@
 //!   with an error; a retry with the same command id then sees what was written.
 //! - Offsets are dense (no transaction markers), but readers should not rely on it.
 //!
-//! When transactions are asked for (the default) and the broker refuses them, the first
-//! partition taken fails with an error saying so and naming this switch.
+//! When transactions are asked for (the default) and the cluster refuses them,
+//! [`KafkaStoreBuilder::open`] fails with an error saying so and naming this switch.
 //!
 //! # Record format
 //!
@@ -263,13 +263,14 @@ impl KafkaStoreBuilder {
         self
     }
 
-    /// Connects to the cluster. Topics are resolved, and their partitions taken, on first
-    /// use.
+    /// Connects to the cluster and, when transactional, checks that it accepts transactional
+    /// producers. Topics are resolved, and their partitions taken, on first use.
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] when a client cannot be created or the state directory cannot be
-    /// made.
+    /// [`Error::Backend`] when a client cannot be created, the state directory cannot be
+    /// made, or the cluster refuses transactions (its source is
+    /// [`KafkaStoreError::TransactionsRefused`], naming [`transactional`](Self::transactional)).
     pub async fn open(self) -> Result<KafkaStore> {
         let mut base = ClientConfig::new();
         base.set("bootstrap.servers", &self.bootstrap);
@@ -329,6 +330,9 @@ impl KafkaStoreBuilder {
             transactions: Default::default(),
             appends: Default::default(),
         });
+        if ctx.transactional {
+            writer::probe_transactions(&ctx).await?;
+        }
         Ok(KafkaStore {
             ctx,
             admin,

@@ -187,6 +187,16 @@ pub(crate) async fn take(
     })
 }
 
+/// Checks, at start-up, that the cluster accepts transactional producers: a clear error now
+/// rather than at the first append.
+pub(crate) async fn probe_transactions(ctx: &Ctx) -> Result<()> {
+    let transactional_id = format!("{}-keel-probe", ctx.group);
+    let producer = ctx.create_producer(&transactional_id)?;
+    init_transactions(&producer, ctx.timeout)
+        .await
+        .map_err(|e| init_error(ctx, &transactional_id, &e))
+}
+
 async fn init_transactions(producer: &FutureProducer, timeout: Duration) -> Result<(), KafkaError> {
     let producer = producer.clone();
     tokio::task::spawn_blocking(move || producer.init_transactions(timeout))
