@@ -195,6 +195,7 @@ fn read_blocking(
     let deadline = Instant::now() + timeout;
     let mut messages = Vec::new();
     let mut next = from;
+    let mut last_error = None;
     while messages.len() < limit {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
@@ -210,17 +211,23 @@ fn read_blocking(
                     return Ok((messages, Some(end)));
                 }
             }
-            Some(Err(e)) => return Err(failed(topic, partition)(e)),
+            // Consumer errors are reports (a broker connection dropped, a leader moved):
+            // librdkafka retries by itself. Keep reading until the deadline.
+            Some(Err(e)) => {
+                tracing::debug!(topic, %partition, error = %e, "consumer error; still reading");
+                last_error = Some(e);
+            }
             None => {}
         }
         if Instant::now() > deadline {
             if !messages.is_empty() {
                 return Ok((messages, None));
             }
+            let why = last_error.map_or_else(String::new, |e| format!("; last error: {e}"));
             return Err(Error::backend(
                 "read a partition",
                 format!(
-                    "topic {topic} partition {partition}: no end of partition within {timeout:?} (read from offset {from} to {next})"
+                    "topic {topic} partition {partition}: no end of partition within {timeout:?} (read from offset {from} to {next}){why}"
                 ),
             ));
         }
