@@ -12,6 +12,9 @@ pub mod book {
     pub mod event_store {}
     #[doc = include_str!("../../book/src/sqlite.md")]
     pub mod sqlite {}
+    #[cfg(feature = "kafka")]
+    #[doc = include_str!("../../book/src/kafka.md")]
+    pub mod kafka {}
     #[doc = include_str!("../../book/src/commands.md")]
     pub mod commands {}
     #[doc = include_str!("../../book/src/testing.md")]

@@ -393,6 +393,11 @@ impl KafkaStore {
         }
     }
 
+    /// The bootstrap servers the store connects to.
+    pub fn bootstrap(&self) -> &str {
+        &self.ctx.bootstrap
+    }
+
     /// The Kafka topic holding a Keel topic's events.
     pub fn kafka_topic(&self, topic: &Topic) -> String {
         self.ctx.names.events(topic)
