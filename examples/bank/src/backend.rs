@@ -69,11 +69,9 @@ impl Log {
         match self {
             Self::Sqlite(_) => db.display().to_string(),
             #[cfg(feature = "kafka")]
-            Self::Kafka(store) => format!(
-                "Kafka at {} (views in {})",
-                store.bootstrap(),
-                db.display()
-            ),
+            Self::Kafka(store) => {
+                format!("Kafka at {} (views in {})", store.bootstrap(), db.display())
+            }
         }
     }
 

@@ -15,7 +15,7 @@
 //!   (`read_committed`) the latest writer-state snapshot and the partition from the offset
 //!   it covers to the end, rebuilding the stream-version and command-id indexes. Reading
 //!   before fencing could miss a zombie's last commit. A fenced writer's appends fail with
-//!   [`Error::Fenced`](crate::store::Error::Fenced) and write nothing.
+//!   [`Error::Fenced`] and write nothing.
 //! - **Atomic, checked appends.** The writer decides each append against its indexes
 //!   (command id and fingerprint first, then the expected version: the same decision the
 //!   memory and SQLite stores make) and writes a batch of appends in one Kafka transaction
@@ -48,7 +48,7 @@
 //! and these are the differences:
 //! - **No fencing**: nothing stops a second writer of the same partition. Run exactly one
 //!   store per partition by other means, or versions can conflict (a takeover then reports
-//!   the conflict as [`Error::Corrupt`](crate::store::Error::Corrupt) rather than guessing).
+//!   the conflict as [`Error::Corrupt`] rather than guessing).
 //! - **Not atomic under failure**: an append of several events that fails midway (broker
 //!   failure, process crash) can leave some of its events in the log. The writer re-reads
 //!   the partition after such a failure so its indexes match the log, and answers the caller
@@ -113,7 +113,7 @@ use self::writer::{Ctx, Job, Owned};
 pub use self::topics::{SNAPSHOTS_SUFFIX, WRITER_STATE_SUFFIX};
 
 /// Kafka-specific failures, carried as the source of
-/// [`Error::Backend`](crate::store::Error::Backend).
+/// [`Error::Backend`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KafkaStoreError {
