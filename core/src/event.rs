@@ -175,22 +175,12 @@ pub(crate) fn encode_variant<T: Serialize>(
     value: &T,
     event_type: &'static str,
 ) -> Result<Vec<u8>, EncodeError> {
-    use serde_json::Value;
-    let err = |source| EncodeError { event_type, source };
-    let content = match serde_json::to_value(value).map_err(err)? {
-        // A unit variant serialises as its name; its content is `null`.
-        Value::String(_) => Value::Null,
-        Value::Object(map) if map.len() == 1 => map
-            .into_iter()
-            .next()
-            .map_or(Value::Null, |(_, content)| content),
-        _ => {
-            return Err(err(serde::ser::Error::custom(
-                "an event enum must use serde's default, externally tagged representation",
-            )));
-        }
-    };
-    serde_json::to_vec(&content).map_err(err)
+    let mut bytes = Vec::with_capacity(64);
+    let mut ser = serde_json::Serializer::new(&mut bytes);
+    value
+        .serialize(content::Content(&mut ser))
+        .map_err(|source| EncodeError { event_type, source })?;
+    Ok(bytes)
 }
 
 /// Deserialises variant `tag` of a serde enum from the variant's content bytes, in one pass.
@@ -205,6 +195,174 @@ pub(crate) fn decode_variant<T: DeserializeOwned>(
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| DecodeError::payload(event_type, schema_version, e))?;
     Ok(value)
+}
+
+/// A serde `Serializer` that writes only the content of an enum variant (serde's default,
+/// externally tagged representation), in one pass: `Deposited { amount: 5 }` becomes
+/// `{"amount":5}`, a unit variant `null`.
+mod content {
+    use serde::ser::{self, Impossible, Serialize};
+
+    type Json<'a> = &'a mut serde_json::Serializer<&'a mut Vec<u8>>;
+
+    pub(super) struct Content<'a>(pub(super) Json<'a>);
+
+    fn not_an_enum() -> serde_json::Error {
+        ser::Error::custom(
+            "an event enum must use serde's default, externally tagged representation",
+        )
+    }
+
+    macro_rules! refuse {
+        ($($method:ident($($arg:ty),*)),* $(,)?) => {
+            $(
+                fn $method(self, $(_: $arg),*) -> Result<Self::Ok, Self::Error> {
+                    Err(not_an_enum())
+                }
+            )*
+        };
+    }
+
+    impl<'a> ser::Serializer for Content<'a> {
+        type Ok = ();
+        type Error = serde_json::Error;
+        type SerializeSeq = Impossible<(), serde_json::Error>;
+        type SerializeTuple = Impossible<(), serde_json::Error>;
+        type SerializeTupleStruct = Impossible<(), serde_json::Error>;
+        type SerializeTupleVariant = TupleContent<'a>;
+        type SerializeMap = Impossible<(), serde_json::Error>;
+        type SerializeStruct = Impossible<(), serde_json::Error>;
+        type SerializeStructVariant = StructContent<'a>;
+
+        refuse! {
+            serialize_bool(bool), serialize_i8(i8), serialize_i16(i16), serialize_i32(i32),
+            serialize_i64(i64), serialize_i128(i128), serialize_u8(u8), serialize_u16(u16),
+            serialize_u32(u32), serialize_u64(u64), serialize_u128(u128), serialize_f32(f32),
+            serialize_f64(f64), serialize_char(char), serialize_str(&str),
+            serialize_bytes(&[u8]), serialize_none(), serialize_unit(),
+            serialize_unit_struct(&'static str),
+        }
+
+        fn serialize_some<T: ?Sized + Serialize>(self, _: &T) -> Result<(), Self::Error> {
+            Err(not_an_enum())
+        }
+
+        fn serialize_unit_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+        ) -> Result<(), Self::Error> {
+            ser::Serializer::serialize_unit(self.0)
+        }
+
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: &T,
+        ) -> Result<(), Self::Error> {
+            Err(not_an_enum())
+        }
+
+        fn serialize_newtype_variant<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            value: &T,
+        ) -> Result<(), Self::Error> {
+            value.serialize(self.0)
+        }
+
+        fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Self::Error> {
+            Err(not_an_enum())
+        }
+
+        fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Self::Error> {
+            Err(not_an_enum())
+        }
+
+        fn serialize_tuple_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeTupleStruct, Self::Error> {
+            Err(not_an_enum())
+        }
+
+        fn serialize_tuple_variant(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            len: usize,
+        ) -> Result<Self::SerializeTupleVariant, Self::Error> {
+            ser::Serializer::serialize_tuple(self.0, len).map(TupleContent)
+        }
+
+        fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Self::Error> {
+            Err(not_an_enum())
+        }
+
+        fn serialize_struct(
+            self,
+            _: &'static str,
+            _: usize,
+        ) -> Result<Self::SerializeStruct, Self::Error> {
+            Err(not_an_enum())
+        }
+
+        fn serialize_struct_variant(
+            self,
+            name: &'static str,
+            _: u32,
+            _: &'static str,
+            len: usize,
+        ) -> Result<Self::SerializeStructVariant, Self::Error> {
+            ser::Serializer::serialize_struct(self.0, name, len).map(StructContent)
+        }
+    }
+
+    type JsonCompound<'a> =
+        serde_json::ser::Compound<'a, &'a mut Vec<u8>, serde_json::ser::CompactFormatter>;
+
+    pub(super) struct TupleContent<'a>(JsonCompound<'a>);
+
+    impl ser::SerializeTupleVariant for TupleContent<'_> {
+        type Ok = ();
+        type Error = serde_json::Error;
+
+        fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Self::Error> {
+            ser::SerializeTuple::serialize_element(&mut self.0, value)
+        }
+
+        fn end(self) -> Result<(), Self::Error> {
+            ser::SerializeTuple::end(self.0)
+        }
+    }
+
+    pub(super) struct StructContent<'a>(JsonCompound<'a>);
+
+    impl ser::SerializeStructVariant for StructContent<'_> {
+        type Ok = ();
+        type Error = serde_json::Error;
+
+        fn serialize_field<T: ?Sized + Serialize>(
+            &mut self,
+            key: &'static str,
+            value: &T,
+        ) -> Result<(), Self::Error> {
+            ser::SerializeStruct::serialize_field(&mut self.0, key, value)
+        }
+
+        fn skip_field(&mut self, key: &'static str) -> Result<(), Self::Error> {
+            ser::SerializeStruct::skip_field(&mut self.0, key)
+        }
+
+        fn end(self) -> Result<(), Self::Error> {
+            ser::SerializeStruct::end(self.0)
+        }
+    }
 }
 
 /// A serde `Deserializer` that presents "variant `tag` with this JSON content" as an enum.
@@ -322,6 +480,26 @@ mod tests {
             let back: Sample = decode_variant(tag, tag, 1, &bytes).expect("decodes");
             assert_eq!(back, value);
         }
+    }
+
+    #[test]
+    fn only_externally_tagged_enums_encode() {
+        #[derive(Serialize)]
+        #[serde(tag = "type")]
+        enum Internal {
+            Struct { a: u64 },
+        }
+        #[derive(Serialize)]
+        struct NotAnEnum {
+            a: u64,
+        }
+        let message = encode_variant(&Internal::Struct { a: 1 }, "Struct")
+            .expect_err("an internally tagged enum is refused")
+            .source
+            .to_string();
+        assert!(message.contains("externally tagged"), "{message}");
+        assert!(encode_variant(&NotAnEnum { a: 1 }, "NotAnEnum").is_err());
+        assert!(encode_variant(&7u8, "Seven").is_err());
     }
 
     #[test]

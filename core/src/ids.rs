@@ -71,7 +71,7 @@ pub(crate) fn check(
     what: &'static str,
     value: &str,
     max: usize,
-    allowed: fn(char) -> bool,
+    allowed: impl Fn(char) -> bool,
     allowed_text: &'static str,
 ) -> Result<(), IdError> {
     if value.is_empty() {
@@ -83,6 +83,14 @@ pub(crate) fn check(
             len: value.len(),
             max,
         });
+    }
+    // Every allowed set is ASCII: a byte test decides the common case, and only a refused
+    // value is walked again by character to report where.
+    if value
+        .bytes()
+        .all(|b| b.is_ascii() && allowed(char::from(b)))
+    {
+        return Ok(());
     }
     if let Some((at, found)) = value.char_indices().find(|(_, c)| !allowed(*c)) {
         return Err(IdError::BadCharacter {

@@ -10,7 +10,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bank::projections::{Balances, StatementView, read_balances, read_statement};
 use common::{
@@ -24,10 +23,16 @@ use keel_projections::store::sqlite::SqliteViews;
 use keel_projections::{Projection, Runner, RunnerConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-/// 300 accounts of 100 events: 30,000 events over the store's 4 partitions.
+/// 300 accounts of 100 events to start with: 30,000 events over the store's 4 partitions.
+/// When the worker finishes before it was killed [`MIN_KILLS`] times, 100 more accounts are
+/// appended and the runs go on: the test waits for the kills it needs, not for a fixed amount
+/// of work.
 const ACCOUNTS: usize = 300;
+const MORE_ACCOUNTS: usize = 100;
 const EVENTS_EACH: usize = 100;
 const MIN_KILLS: usize = 5;
+/// A run is killed right after the worker reports its n-th commit, n drawn from 1 to this.
+const MAX_COMMITS_PER_RUN: u64 = 24;
 
 /// How one run of the worker ended.
 #[derive(Debug)]
@@ -36,9 +41,13 @@ enum Ending {
     Finished,
 }
 
-/// Starts the worker, waits for its first commit, lets it run 20 to 400 ms more and kills it
-/// (SIGKILL) — unless it finishes first.
-async fn one_run(log_db: &std::path::Path, views_db: &std::path::Path) -> anyhow::Result<Ending> {
+/// Starts the worker and kills it (SIGKILL) right after it reports its `kill_after`-th commit,
+/// so the kill lands while it works on the next batch, unless it finishes first.
+async fn one_run(
+    log_db: &std::path::Path,
+    views_db: &std::path::Path,
+    kill_after: u64,
+) -> anyhow::Result<Ending> {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_projection_worker"))
         .arg(log_db)
         .arg(views_db)
@@ -60,34 +69,25 @@ async fn one_run(log_db: &std::path::Path, views_db: &std::path::Path) -> anyhow
         text
     });
     let mut lines = BufReader::new(stdout).lines();
-    // Wait for the first commit (or the end) so that most kills land mid-work.
     let mut seen = Vec::new();
-    loop {
-        let line = guard("the worker's first commit", lines.next_line()).await??;
-        let Some(line) = line else { break };
-        let first_commit = line.starts_with("PROGRESS") || line == "FINISHED";
+    let mut commits = 0;
+    let mut killed = false;
+    while let Some(line) = guard("the worker's next line", lines.next_line()).await?? {
+        commits += u64::from(line.starts_with("PROGRESS"));
         seen.push(line);
-        if first_commit {
+        if commits == kill_after {
+            child.start_kill()?; // SIGKILL on Unix
+            killed = true;
             break;
         }
     }
-    let output = tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            seen.push(line);
-        }
-        seen
-    });
-    let kill_after = Duration::from_millis(20 + random_below(381));
-    let status = tokio::select! {
-        status = child.wait() => status?,
-        () = tokio::time::sleep(kill_after) => {
-            child.start_kill()?; // SIGKILL on Unix
-            guard("the killed worker", child.wait()).await??
-        }
-    };
-    let seen = guard("the worker's output", output).await??;
+    let status = guard("the worker's exit", child.wait()).await??;
+    while let Ok(Some(line)) = lines.next_line().await {
+        seen.push(line);
+    }
     let errors = guard("the worker's errors", errors).await??;
     if status.success() {
+        // The kill may come too late for a worker that was just finishing.
         anyhow::ensure!(
             seen.last().map(String::as_str) == Some("FINISHED"),
             "the worker exited 0 without finishing: {seen:?}\n{errors}"
@@ -96,7 +96,7 @@ async fn one_run(log_db: &std::path::Path, views_db: &std::path::Path) -> anyhow
     }
     // Killed by us (no exit code), never failed on its own.
     anyhow::ensure!(
-        status.code().is_none(),
+        killed && status.code().is_none(),
         "the worker failed on its own ({status}):\n{errors}\nafter {seen:?}"
     );
     Ok(Ending::Killed)
@@ -125,35 +125,37 @@ async fn views_built_under_repeated_sigkill_equal_a_clean_build() -> anyhow::Res
     );
     let store = Arc::new(SqliteStore::open(&log_db).await?);
     let log: Arc<dyn EventStore> = store.clone();
-    let total = fill_log(&log, 0..ACCOUNTS, EVENTS_EACH, 7).await?;
+    let mut accounts = ACCOUNTS;
+    let mut total = fill_log(&log, 0..accounts, EVENTS_EACH, 7).await?;
     assert_eq!(total, (ACCOUNTS * EVENTS_EACH) as u64);
 
-    // The clean single-pass build, in this process, while the worker is being killed.
-    let clean = tokio::spawn(clean_build(Arc::clone(&log), clean_db));
     let mut kills = 0;
     let mut runs = 0;
     loop {
         runs += 1;
-        anyhow::ensure!(runs <= 500, "the worker never finished ({kills} kills)");
-        match one_run(&log_db, &views_db).await? {
+        anyhow::ensure!(runs <= 2_000, "the worker never finished ({kills} kills)");
+        match one_run(&log_db, &views_db, 1 + random_below(MAX_COMMITS_PER_RUN)).await? {
             Ending::Killed => kills += 1,
-            Ending::Finished => break,
+            Ending::Finished if kills >= MIN_KILLS => break,
+            Ending::Finished => {
+                // Too fast to be killed often enough: give it more to do.
+                total += fill_log(&log, accounts..accounts + MORE_ACCOUNTS, EVENTS_EACH, 7).await?;
+                accounts += MORE_ACCOUNTS;
+            }
         }
     }
-    assert!(
-        kills >= MIN_KILLS,
-        "the worker was killed {kills} times before it finished; the test needs at least \
-         {MIN_KILLS} (a bigger log)"
-    );
+    assert!(kills >= MIN_KILLS);
 
+    // The clean single-pass build of the same log, in this process.
+    let clean = clean_build(Arc::clone(&log), clean_db);
     let records = read_log(log.as_ref()).await?;
     assert_eq!(records.len() as u64, total);
     let killed = SqliteViews::open(&views_db).await?;
-    let clean = guard("the clean build", clean).await???;
+    let clean = guard("the clean build", clean).await??;
 
     // Balances: the killed build, the clean build and the log agree row for row.
     let balances = read_balances(&killed).await?;
-    assert_eq!(balances.len(), ACCOUNTS);
+    assert_eq!(balances.len(), accounts);
     assert_eq!(balances, read_balances(&clean).await?);
     assert_eq!(balances, expected_balances(&records)?);
 

@@ -62,7 +62,7 @@ impl CacheStats {
 const REPORT_EVERY: u64 = 16_384;
 
 pub(super) struct Cache<A> {
-    slots: Mutex<LruCache<StreamId, Arc<Slot<A>>>>,
+    slots: Mutex<LruCache<StreamId, Arc<Slot<A>>, foldhash::fast::RandomState>>,
     capacity: usize,
     /// Whether states are kept between commands (slots are kept either way, for queueing).
     keep_states: bool,
@@ -74,7 +74,10 @@ impl<A> Cache<A> {
     pub(super) fn new(capacity: usize, keep_states: bool) -> Self {
         let capacity = capacity.max(1);
         Self {
-            slots: Mutex::new(LruCache::new(capacity)),
+            slots: Mutex::new(LruCache::with_hasher(
+                capacity,
+                foldhash::fast::RandomState::default(),
+            )),
             capacity,
             keep_states,
             hits: AtomicU64::new(0),

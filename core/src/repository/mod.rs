@@ -59,7 +59,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Handle};
 use crate::envelope::{CommandMeta, Fingerprint, Metadata, NewEvent};
 use crate::event::{DecodeError, EncodeError};
-use crate::ids::{CommandId, IdError, Position, StreamId, StreamVersion};
+use crate::ids::{CommandId, IdError, Position, StreamId, StreamVersion, Topic};
 use crate::snapshot::Snapshot;
 use crate::store::{self, AppendRequest, EventStore, ExpectedVersion};
 
@@ -221,6 +221,9 @@ pub struct Repository<A: Handle, S: EventStore + ?Sized> {
     retry: RetryPolicy,
     snapshot_every: u64,
     cache: Arc<Cache<A>>,
+    /// The aggregate kind's topic, checked once (`None` when the kind is not a valid topic
+    /// name: every command then fails with the id error).
+    topic: Option<Topic>,
 }
 
 impl<A: Handle, S: EventStore + ?Sized> Clone for Repository<A, S> {
@@ -231,6 +234,7 @@ impl<A: Handle, S: EventStore + ?Sized> Clone for Repository<A, S> {
             retry: self.retry,
             snapshot_every: self.snapshot_every,
             cache: Arc::clone(&self.cache),
+            topic: self.topic.clone(),
         }
     }
 }
@@ -258,6 +262,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             retry: RetryPolicy::default(),
             snapshot_every: A::SNAPSHOT.map_or(0, |s| s.every),
             cache: Arc::new(Cache::new(Self::DEFAULT_CACHE_CAPACITY, true)),
+            topic: Topic::new(A::KIND).ok(),
         }
     }
 
@@ -335,33 +340,39 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             version: StreamVersion::INITIAL,
             snapshot_version: StreamVersion::INITIAL,
         };
-        if let Some(config) = A::SNAPSHOT
-            && let Some(snapshot) = self.store.load_snapshot(stream).await?
-        {
-            if snapshot.shape != config.version {
-                tracing::debug!(
-                    %stream,
-                    stored = snapshot.shape,
-                    current = config.version,
-                    "ignoring a snapshot of another shape"
-                );
-            } else {
-                match A::decode_snapshot(&snapshot.payload) {
-                    Ok(state) => {
-                        entry.state = state;
-                        entry.version = snapshot.version;
-                        entry.snapshot_version = snapshot.version;
-                    }
-                    Err(error) => tracing::warn!(
+        let shape = A::SNAPSHOT.map(|config| config.version);
+        let (snapshot, records) = self
+            .store
+            .as_ref()
+            .read_from_snapshot(stream, shape)
+            .await?;
+        let records = match snapshot {
+            Some(snapshot) => match A::decode_snapshot(&snapshot.payload) {
+                Ok(state) => {
+                    entry.state = state;
+                    entry.version = snapshot.version;
+                    entry.snapshot_version = snapshot.version;
+                    records
+                }
+                Err(error) => {
+                    tracing::warn!(
                         %stream,
                         version = %snapshot.version,
                         error = %error,
                         "ignoring a snapshot that does not decode"
-                    ),
+                    );
+                    self.store
+                        .as_ref()
+                        .read_stream(stream, StreamVersion(1))
+                        .await?
                 }
-            }
+            },
+            None => records,
+        };
+        for record in &records {
+            entry.state.apply_event(&record.decode::<A::Event>()?);
+            entry.version = record.version;
         }
-        self.catch_up(stream, &mut entry).await?;
         Ok(entry)
     }
 
@@ -371,7 +382,11 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         stream: &StreamId,
         entry: &mut Entry<A>,
     ) -> Result<(), Error<A::Error>> {
-        let records = self.store.read_stream(stream, entry.version.next()).await?;
+        let records = self
+            .store
+            .as_ref()
+            .read_stream(stream, entry.version.next())
+            .await?;
         for record in &records {
             entry.state.apply_event(&record.decode::<A::Event>()?);
             entry.version = record.version;
@@ -415,7 +430,10 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         command: A::Command,
         options: CommandOptions,
     ) -> Result<Committed<A::Event>, Error<A::Error>> {
-        let stream = Self::stream(id)?;
+        let stream = match &self.topic {
+            Some(topic) => StreamId::in_topic(topic, id)?,
+            None => Self::stream(id)?,
+        };
         let CommandOptions {
             command_id,
             correlation_id,
@@ -437,7 +455,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         };
         if given
             && let Some(meta) = &meta
-            && let Some(record) = self.store.command(&stream, &meta.id).await?
+            && let Some(record) = self.store.as_ref().command(&stream, &meta.id).await?
         {
             if record.fingerprint != meta.fingerprint {
                 return Err(store::Error::CommandIdReused {
@@ -470,7 +488,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                     // A rejection or an empty decision must not rest on a stale state.
                     if !current {
                         current = true;
-                        if self.store.stream_version(&stream).await? != entry.version {
+                        if self.store.as_ref().stream_version(&stream).await? != entry.version {
                             self.catch_up(&stream, &mut entry).await?;
                             continue;
                         }
@@ -503,7 +521,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                 events: new_events,
                 command: meta.clone(),
             };
-            match self.store.append(request).await {
+            match self.store.as_ref().append(request).await {
                 Ok(appended) if appended.replayed => {
                     // Committed before (by a concurrent retry of the same command id): the
                     // cached state is still true at its version.
@@ -573,7 +591,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             }
         };
         let snapshot = Snapshot::new(stream.clone(), entry.version, config.version, payload);
-        match self.store.save_snapshot(snapshot).await {
+        match self.store.as_ref().save_snapshot(snapshot).await {
             Ok(()) => entry.snapshot_version = entry.version,
             Err(error) => tracing::warn!(%stream, error = %error, "cannot save a snapshot"),
         }

@@ -6,11 +6,9 @@
 //! [`decide`](Ledger::decide) each request in order. Each decision updates the ledger, so a
 //! later request in the same batch sees the earlier ones.
 
-use std::collections::HashMap;
-
 use crate::envelope::Fingerprint;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
-use crate::store::{AppendRequest, Appended, CommandRecord, Error, Result, validate};
+use crate::store::{AppendRequest, Appended, CommandRecord, Error, FastMap, Result, validate};
 
 /// What to do with one append.
 #[derive(Debug)]
@@ -33,13 +31,13 @@ pub(crate) enum Decision {
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     /// Current version per stream; absent means 0.
-    pub(crate) streams: HashMap<StreamId, StreamVersion>,
+    pub(crate) streams: FastMap<StreamId, StreamVersion>,
     /// Committed commands; absent means never committed.
-    pub(crate) commands: HashMap<(StreamId, CommandId), CommandRecord>,
+    pub(crate) commands: FastMap<(StreamId, CommandId), CommandRecord>,
     /// Partition count per topic; absent means the topic does not exist yet.
-    pub(crate) topics: HashMap<Topic, u32>,
+    pub(crate) topics: FastMap<Topic, u32>,
     /// Next offset per partition; absent means 0.
-    pub(crate) heads: HashMap<(Topic, Partition), Offset>,
+    pub(crate) heads: FastMap<(Topic, Partition), Offset>,
     /// The partition count of topics created by an append.
     pub(crate) default_partitions: u32,
 }

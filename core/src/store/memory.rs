@@ -19,7 +19,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,8 +30,8 @@ use crate::ids::{CommandId, Offset, Partition, Position, StreamId, StreamVersion
 use crate::snapshot::Snapshot;
 use crate::store::ledger::{Decision, Ledger};
 use crate::store::{
-    AppendRequest, Appended, Capabilities, CommandRecord, Error, EventStore, Result, StoreStats,
-    TopicInfo, validate,
+    AppendRequest, Appended, Capabilities, CommandRecord, Error, EventStore, FastMap, Result,
+    StoreStats, TopicInfo, validate,
 };
 
 /// The default partition count of topics created by an append.
@@ -42,17 +41,51 @@ pub const DEFAULT_PARTITIONS: u32 = 4;
 struct State {
     ledger: Ledger,
     /// Records per partition, index = offset.
-    partitions: HashMap<(Topic, Partition), Vec<RecordedEvent>>,
+    partitions: FastMap<(Topic, Partition), Log>,
     /// Offsets of each stream's records, index = version - 1.
-    streams: HashMap<StreamId, (Partition, Vec<Offset>)>,
+    streams: FastMap<StreamId, (Partition, Vec<Offset>)>,
     /// The latest snapshot of each stream.
-    snapshots: HashMap<StreamId, Snapshot>,
+    snapshots: FastMap<StreamId, Snapshot>,
+}
+
+/// How many records a chunk of a partition's log holds.
+const CHUNK: usize = 1024;
+
+/// A partition's records, index = offset, in fixed-size chunks: growing it never moves what
+/// it already holds.
+#[derive(Default)]
+struct Log {
+    chunks: Vec<Vec<RecordedEvent>>,
+}
+
+impl Log {
+    fn len(&self) -> usize {
+        self.chunks
+            .last()
+            .map_or(0, |last| (self.chunks.len() - 1) * CHUNK + last.len())
+    }
+
+    fn get(&self, index: usize) -> Option<&RecordedEvent> {
+        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+    }
+
+    fn push(&mut self, record: RecordedEvent) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => last.push(record),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(record);
+                self.chunks.push(chunk);
+            }
+        }
+    }
 }
 
 /// An in-memory event store. Cheap to create; everything is lost on drop.
 pub struct MemoryStore {
     state: Mutex<State>,
     commits: watch::Sender<u64>,
+    committed: AtomicU64,
     appends: AtomicU64,
 }
 
@@ -82,6 +115,7 @@ impl MemoryStore {
                 ..State::default()
             }),
             commits: watch::Sender::new(0),
+            committed: AtomicU64::new(0),
             appends: AtomicU64::new(0),
         }
     }
@@ -120,11 +154,22 @@ impl EventStore for MemoryStore {
         };
         let topic = request.stream.topic().clone();
         let command = request.command.as_ref();
-        let records: Vec<RecordedEvent> = request
+        state
+            .streams
+            .entry(request.stream.clone())
+            .or_insert_with(|| (appended.partition, Vec::new()))
+            .1
+            .extend(appended.offsets.iter().copied());
+        let log = state
+            .partitions
+            .entry((topic.clone(), appended.partition))
+            .or_default();
+        for (event, (&offset, version)) in request
             .events
             .into_iter()
             .zip(appended.offsets.iter().zip(appended.versions()))
-            .map(|(event, (&offset, version))| RecordedEvent {
+        {
+            log.push(RecordedEvent {
                 position: Position {
                     topic: topic.clone(),
                     partition: appended.partition,
@@ -141,21 +186,14 @@ impl EventStore for MemoryStore {
                 causation_id: command.and_then(|c| c.causation_id),
                 timestamp: event.timestamp,
                 metadata: event.metadata,
-            })
-            .collect();
-        state
-            .streams
-            .entry(request.stream.clone())
-            .or_insert_with(|| (appended.partition, Vec::new()))
-            .1
-            .extend(appended.offsets.iter().copied());
-        state
-            .partitions
-            .entry((topic, appended.partition))
-            .or_default()
-            .extend(records);
+            });
+        }
         drop(state);
-        self.commits.send_modify(|n| *n += 1);
+        let commits = self.committed.fetch_add(1, Ordering::Relaxed) + 1;
+        // Only live readers need waking; without any, skip the notification.
+        if self.commits.receiver_count() > 0 {
+            self.commits.send_replace(commits);
+        }
         Ok(appended)
     }
 
@@ -213,7 +251,8 @@ impl EventStore for MemoryStore {
             return Ok(Vec::new());
         };
         let start = usize::try_from(from.0).unwrap_or(usize::MAX).min(log.len());
-        Ok(log[start..].iter().take(limit).cloned().collect())
+        let end = start.saturating_add(limit).min(log.len());
+        Ok((start..end).filter_map(|i| log.get(i)).cloned().collect())
     }
 
     async fn head(&self, topic: &Topic, partition: Partition) -> Result<Offset> {
@@ -305,7 +344,8 @@ impl EventStore for MemoryStore {
     fn stats(&self) -> StoreStats {
         StoreStats {
             appends: self.appends.load(Ordering::Relaxed),
-            commits: *self.commits.borrow(),
+            commits: self.committed.load(Ordering::Relaxed),
+            wal_bytes: None,
         }
     }
 }

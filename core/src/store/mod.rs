@@ -44,6 +44,10 @@ mod tail;
 pub(crate) mod validate;
 
 pub use error::{Error, InvalidEvent, Result};
+
+/// The hash map the stores keep their indexes in: keys are ids we validated, so a fast,
+/// randomly seeded hasher is enough.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub use tail::tail;
 
 /// What the writer expects the stream's version to be before the append.
@@ -183,6 +187,9 @@ pub struct StoreStats {
     pub appends: u64,
     /// Write transactions committed.
     pub commits: u64,
+    /// The size of the backend's write-ahead log in bytes, where it keeps one on the side
+    /// (SQLite's `-wal` file, measured after each checkpoint).
+    pub wal_bytes: Option<u64>,
 }
 
 /// The stored answer to a command id on a stream.
@@ -293,6 +300,35 @@ pub trait EventStore: Send + Sync + 'static {
     /// A backend failure or a damaged snapshot row.
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>>;
 
+    /// What loading an aggregate needs, in one round trip where the backend can: the stream's
+    /// latest snapshot when it has shape `shape` (none is looked for when `shape` is `None`),
+    /// and the stream's events after it (from version 1 without one), read consistently.
+    ///
+    /// The default reads [`load_snapshot`](Self::load_snapshot) then
+    /// [`read_stream`](Self::read_stream).
+    ///
+    /// # Errors
+    ///
+    /// A backend failure, a damaged record or snapshot.
+    async fn read_from_snapshot(
+        &self,
+        stream: &StreamId,
+        shape: Option<u32>,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        let snapshot = match shape {
+            Some(shape) => self
+                .load_snapshot(stream)
+                .await?
+                .filter(|s| s.shape == shape),
+            None => None,
+        };
+        let from = snapshot
+            .as_ref()
+            .map_or(StreamVersion(1), |s| s.version.next());
+        let events = self.read_stream(stream, from).await?;
+        Ok((snapshot, events))
+    }
+
     /// A counter that changes after every commit, to wake live readers. Readers must not rely
     /// on seeing every value; they re-read the partition when it changes.
     fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64>;
@@ -363,6 +399,13 @@ impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     }
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
         (**self).load_snapshot(stream).await
+    }
+    async fn read_from_snapshot(
+        &self,
+        stream: &StreamId,
+        shape: Option<u32>,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        (**self).read_from_snapshot(stream, shape).await
     }
     fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         (**self).subscribe_commits()

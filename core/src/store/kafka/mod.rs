@@ -755,6 +755,7 @@ impl EventStore for KafkaStore {
         StoreStats {
             appends: self.ctx.appends.load(Ordering::Relaxed),
             commits: self.ctx.transactions.load(Ordering::Relaxed),
+            wal_bytes: None,
         }
     }
 }

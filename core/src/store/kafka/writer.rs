@@ -728,8 +728,8 @@ impl Writer {
             .await?;
         let mut ledger = Ledger::new(self.partitions);
         ledger.topics.insert(self.topic.clone(), self.partitions);
-        ledger.streams = versions;
-        ledger.commands = commands;
+        ledger.streams = versions.into_iter().collect();
+        ledger.commands = commands.into_iter().collect();
         let mut written: HashMap<(StreamId, CommandId), usize> = HashMap::new();
         let mut decisions = Vec::with_capacity(appends.len());
         let mut replay_of = Vec::with_capacity(appends.len());
@@ -780,7 +780,7 @@ impl Writer {
         Ok(Plan {
             decisions,
             replay_of,
-            versions: ledger.streams,
+            versions: ledger.streams.into_iter().collect(),
             snapshot_answers,
             snapshots: accepted,
         })

@@ -1,9 +1,23 @@
 //! The embedded default: an event store in one SQLite file (WAL, `synchronous=FULL`).
 //!
-//! SQLite has one writer at a time, so the store has one writer task that owns the write
+//! SQLite has one writer at a time, so the store has one writer thread that owns the write
 //! connection and commits concurrent appends in shared transactions (group commit); each
-//! caller still gets its own answer. Reads go through a separate read-only pool and never
-//! wait for the writer. Offsets come from the writer, so they are dense and in commit order.
+//! caller still gets its own answer (see [`writer`](self#the-writer)). Reads go through a
+//! small pool of read-only connections on tokio's blocking threads and never wait for the
+//! writer. Offsets come from the writer, so they are dense and in commit order. Several
+//! processes may open the same file: each batch reads the streams and heads it touches inside
+//! its own `BEGIN IMMEDIATE` transaction.
+//!
+//! The store talks to SQLite through rusqlite, directly: a statement costs a function call on
+//! the thread that runs it, not a message to another thread and back.
+//!
+//! # The writer
+//!
+//! One batch is one transaction: it reads what the batch touches into a ledger, decides each
+//! request in order (command id first, then expected version), writes the accepted ones with
+//! multi-row `INSERT`s, advances the partition heads, commits once and answers each caller. The
+//! write-ahead log is kept bounded: a passive checkpoint every few hundred commits, and a
+//! truncating one when the queue goes quiet; [`StoreStats::wal_bytes`] reports its size.
 //!
 //! ```no_run
 //! use keel::store::sqlite::SqliteStore;
@@ -17,31 +31,25 @@ mod row;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Row};
-use tokio::sync::{mpsc, oneshot, watch};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::envelope::RecordedEvent;
 use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
 use crate::snapshot::Snapshot;
 use crate::store::{
-    AppendRequest, Appended, Capabilities, CommandRecord, Error, EventStore, Result, StoreStats,
-    TopicInfo, validate,
+    AppendRequest, Appended, Capabilities, CommandRecord, Error, EventStore, FastMap, Result,
+    StoreStats, TopicInfo, validate,
 };
 
 use self::writer::{Job, Shared, Writer};
 
-/// The largest group commit: its statements bind up to 8 values per append, and SQLite
-/// allows 32,766 bound values per statement.
+/// The largest group commit, in jobs.
 pub const MAX_BATCH: usize = 2048;
 
 /// The schema this version of Keel reads and writes.
@@ -89,7 +97,7 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Size of the read-only connection pool (default 4).
+    /// Most read-only connections, hence concurrent reads (default 4).
     pub fn readers(mut self, readers: u32) -> Self {
         self.readers = readers.max(1);
         self
@@ -101,73 +109,94 @@ impl SqliteStoreBuilder {
         self
     }
 
-    /// Opens (creating if needed) the file and starts the writer task.
+    /// Opens (creating if needed) the file and starts the writer thread.
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] when the file cannot be opened or its schema is of another version.
     pub async fn open(self) -> Result<SqliteStore> {
-        let base = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(|e| Error::backend("open the SQLite file", e))?
-            .filename(&self.path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(self.busy_timeout)
-            .foreign_keys(false);
-        let write_opts = base
-            .clone()
-            .create_if_missing(true)
-            .synchronous(match self.synchronous {
-                Synchronous::Full => SqliteSynchronous::Full,
-                Synchronous::Normal => SqliteSynchronous::Normal,
-            });
-        let mut conn: SqliteConnection = write_opts
-            .connect()
+        let builder = self.clone();
+        let conn = tokio::task::spawn_blocking(move || builder.open_writer())
             .await
-            .map_err(|e| Error::backend("open the SQLite file", e))?;
-        migrate(&mut conn).await?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(self.readers)
-            .connect_with(base.read_only(true))
-            .await
-            .map_err(|e| Error::backend("open the SQLite read pool", e))?;
+            .map_err(|e| Error::backend("open the SQLite file", e))??;
 
         let shared = Arc::new(Shared {
             commits: watch::Sender::new(0),
             transactions: AtomicU64::new(0),
             appends: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
         });
         let (jobs, rx) = mpsc::channel(4 * self.max_batch);
-        let task = tokio::spawn(
-            Writer {
-                conn,
-                jobs: rx,
-                shared: Arc::clone(&shared),
-                default_partitions: self.default_partitions,
-                max_batch: self.max_batch,
-            }
-            .run(),
-        );
+        let mut wal_path = self.path.clone().into_os_string();
+        wal_path.push("-wal");
+        let writer = Writer {
+            conn,
+            jobs: rx,
+            shared: Arc::clone(&shared),
+            default_partitions: self.default_partitions,
+            max_batch: self.max_batch,
+            wal_path: PathBuf::from(wal_path),
+            busy_timeout: self.busy_timeout,
+        };
+        let thread = std::thread::Builder::new()
+            .name("keel-sqlite-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::backend("start the SQLite writer", e))?;
         Ok(SqliteStore {
+            readers: Arc::new(Readers {
+                path: self.path.clone(),
+                busy_timeout: self.busy_timeout,
+                idle: Mutex::new(Vec::new()),
+                permits: Semaphore::new(self.readers as usize),
+                closed: AtomicBool::new(false),
+            }),
             path: self.path,
             jobs,
-            readers,
             shared,
-            task: std::sync::Mutex::new(Some(task)),
-            topics: std::sync::RwLock::new(std::collections::HashMap::new()),
+            thread: Mutex::new(Some(thread)),
+            topics: RwLock::new(FastMap::default()),
         })
+    }
+
+    fn open_writer(&self) -> Result<Connection> {
+        let fail = |e: rusqlite::Error| Error::backend("open the SQLite file", e);
+        let conn = Connection::open(&self.path).map_err(fail)?;
+        conn.busy_timeout(self.busy_timeout).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match self.synchronous {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+        )
+        .map_err(fail)?;
+        conn.pragma_update(
+            None,
+            "journal_size_limit",
+            i64::try_from(writer::WAL_LIMIT_BYTES).unwrap_or(i64::MAX),
+        )
+        .map_err(fail)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        migrate(&conn)?;
+        Ok(conn)
     }
 }
 
-async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
+fn migrate(conn: &Connection) -> Result<()> {
     let fail = |e| Error::backend("create the SQLite schema", e);
-    sqlx::Executor::execute(&mut *conn, include_str!("schema.sql"))
-        .await
+    conn.execute_batch(include_str!("schema.sql"))
         .map_err(fail)?;
-    let version: String =
-        sqlx::query_scalar("SELECT value FROM keel_meta WHERE key = 'schema_version'")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(fail)?;
+    let version: String = conn
+        .query_row(
+            "SELECT value FROM keel_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(fail)?;
     if version != SCHEMA_VERSION {
         return Err(Error::backend(
             "open the SQLite file",
@@ -177,15 +206,86 @@ async fn migrate(conn: &mut SqliteConnection) -> Result<()> {
     Ok(())
 }
 
+/// The read-only connections: opened on demand, at most as many at once as permits.
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+    closed: AtomicBool,
+}
+
+impl Readers {
+    fn connect(&self) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        conn.busy_timeout(self.busy_timeout)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    /// Runs `read` on a read-only connection, on a blocking thread.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        operation: &'static str,
+        read: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let _permit = self.permits.acquire().await.map_err(|_| Error::Closed)?;
+        let readers = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let idle = readers
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => readers
+                    .connect()
+                    .map_err(|e| Error::backend(operation, e))?,
+            };
+            let result = read(&conn);
+            // A connection left inside a transaction would read a stale snapshot forever:
+            // it is dropped rather than pooled.
+            if conn.is_autocommit() && !readers.closed.load(Ordering::Acquire) {
+                readers
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::backend(operation, e))?
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.permits.close();
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// An event store in one SQLite file. See the [module docs](self).
 pub struct SqliteStore {
     path: PathBuf,
     jobs: mpsc::Sender<Job>,
-    readers: SqlitePool,
+    readers: Arc<Readers>,
     shared: Arc<Shared>,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Partition counts never change once a topic exists, so they are cached.
-    topics: std::sync::RwLock<std::collections::HashMap<Topic, u32>>,
+    topics: RwLock<FastMap<Topic, u32>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -223,18 +323,18 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Finishes the queued appends, stops the writer and closes every connection. Later
-    /// calls on the store fail with [`Error::Closed`] or a backend error.
+    /// Finishes the queued appends, checkpoints the WAL, stops the writer and closes every
+    /// connection. Later calls on the store fail with [`Error::Closed`].
     pub async fn close(&self) {
-        self.readers.close().await;
+        self.readers.close();
         let _ = self.jobs.send(Job::Shutdown).await;
-        let task = self
-            .task
+        let thread = self
+            .thread
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some(task) = task {
-            let _ = task.await;
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
@@ -248,31 +348,72 @@ impl SqliteStore {
         if let Some(&n) = self
             .topics
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .get(topic)
         {
             return Ok(n);
         }
-        let n: Option<i64> =
-            sqlx::query_scalar("SELECT partitions FROM keel_topics WHERE topic = ?")
-                .bind(topic.as_str())
-                .fetch_optional(&self.readers)
-                .await
-                .map_err(|e| Error::backend("read topics", e))?;
-        let n = n
-            .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| Error::UnknownTopic {
-                topic: topic.clone(),
-            })?;
+        let name = topic.clone();
+        let n = self
+            .readers
+            .run("read topics", move |conn| {
+                let n: Option<i64> = conn
+                    .prepare_cached("SELECT partitions FROM keel_topics WHERE topic = ?1")
+                    .and_then(|mut s| s.query_row([name.as_str()], |r| r.get(0)).optional())
+                    .map_err(|e| Error::backend("read topics", e))?;
+                n.and_then(|n| u32::try_from(n).ok())
+                    .ok_or(Error::UnknownTopic { topic: name })
+            })
+            .await?;
         self.topics
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(topic.clone(), n);
         Ok(n)
     }
 
     async fn check_partition(&self, topic: &Topic, partition: Partition) -> Result<()> {
         validate::check_partition(topic, partition, self.partitions(topic).await?)
+    }
+}
+
+/// A stream's events from version `from`, in order.
+fn stream_events(
+    conn: &Connection,
+    stream: &StreamId,
+    from: StreamVersion,
+) -> Result<Vec<RecordedEvent>> {
+    let fail = |e| Error::backend("read a stream", e);
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {} FROM keel_events WHERE topic = ?1 AND stream_id = ?2 \
+             AND version >= ?3 ORDER BY version",
+            row::COLUMNS
+        ))
+        .map_err(fail)?;
+    let mut rows = stmt
+        .query((stream.kind(), stream.id(), to_i64(from.0)))
+        .map_err(fail)?;
+    let mut records = Vec::new();
+    while let Some(r) = rows.next().map_err(fail)? {
+        records.push(row::record(r, stream.topic(), Some(stream))?);
+    }
+    Ok(records)
+}
+
+/// A stream's snapshot, whatever its shape.
+fn stream_snapshot(conn: &Connection, stream: &StreamId) -> Result<Option<Snapshot>> {
+    let fail = |e| Error::backend("read a snapshot", e);
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT version, shape, payload, timestamp FROM keel_snapshots \
+             WHERE topic = ?1 AND stream_id = ?2",
+        )
+        .map_err(fail)?;
+    let mut rows = stmt.query((stream.kind(), stream.id())).map_err(fail)?;
+    match rows.next().map_err(fail)? {
+        Some(r) => row::snapshot(r, stream).map(Some),
+        None => Ok(None),
     }
 }
 
@@ -293,34 +434,59 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         from: StreamVersion,
     ) -> Result<Vec<RecordedEvent>> {
-        let sql = format!(
-            "SELECT {} FROM keel_events WHERE topic = ? AND stream_id = ? AND version >= ? ORDER BY version",
-            row::COLUMNS
-        );
-        let rows = sqlx::query(&sql)
-            .bind(stream.kind())
-            .bind(stream.id())
-            .bind(to_i64(from.0))
-            .fetch_all(&self.readers)
+        let stream = stream.clone();
+        self.readers
+            .run("read a stream", move |conn| {
+                stream_events(conn, &stream, from)
+            })
             .await
-            .map_err(|e| Error::backend("read a stream", e))?;
-        rows.iter()
-            .map(|r| row::record(r, stream.topic(), Some(stream)))
-            .collect()
+    }
+
+    async fn read_from_snapshot(
+        &self,
+        stream: &StreamId,
+        shape: Option<u32>,
+    ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+        let stream = stream.clone();
+        self.readers
+            .run("read a stream", move |conn| {
+                let Some(shape) = shape else {
+                    return Ok((None, stream_events(conn, &stream, StreamVersion(1))?));
+                };
+                // One read transaction: the snapshot and the events after it agree.
+                let fail = |e| Error::backend("read a stream", e);
+                conn.execute_batch("BEGIN").map_err(fail)?;
+                let read = (|| {
+                    let snapshot = stream_snapshot(conn, &stream)?.filter(|s| s.shape == shape);
+                    let from = snapshot
+                        .as_ref()
+                        .map_or(StreamVersion(1), |s| s.version.next());
+                    Ok((snapshot, stream_events(conn, &stream, from)?))
+                })();
+                conn.execute_batch("COMMIT").map_err(fail)?;
+                read
+            })
+            .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion> {
-        let v: Option<i64> = sqlx::query_scalar(
-            "SELECT version FROM keel_streams WHERE topic = ? AND stream_id = ?",
-        )
-        .bind(stream.kind())
-        .bind(stream.id())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(|e| Error::backend("read a stream version", e))?;
-        Ok(StreamVersion(
-            v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
-        ))
+        let stream = stream.clone();
+        self.readers
+            .run("read a stream version", move |conn| {
+                let v: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT version FROM keel_streams WHERE topic = ?1 AND stream_id = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row((stream.kind(), stream.id()), |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(|e| Error::backend("read a stream version", e))?;
+                Ok(StreamVersion(
+                    v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0),
+                ))
+            })
+            .await
     }
 
     async fn command(
@@ -328,19 +494,22 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         command: &CommandId,
     ) -> Result<Option<CommandRecord>> {
-        let row = sqlx::query(
-            "SELECT fingerprint, part, first_version, first_offset, count FROM keel_commands \
-             WHERE topic = ? AND stream_id = ? AND command_id = ?",
-        )
-        .bind(stream.kind())
-        .bind(stream.id())
-        .bind(command.as_str())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(|e| Error::backend("read a command", e))?;
-        row.map(|r| writer::command_record(stream, &r))
-            .transpose()
-            .map_err(|e| Error::backend("read a command", e))
+        let (stream, command) = (stream.clone(), command.clone());
+        self.readers
+            .run("read a command", move |conn| {
+                conn.prepare_cached(
+                    "SELECT fingerprint, part, first_version, first_offset, count FROM keel_commands \
+                     WHERE topic = ?1 AND stream_id = ?2 AND command_id = ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_row((stream.kind(), stream.id(), command.as_str()), |r| {
+                        writer::command_record(&stream, r)
+                    })
+                    .optional()
+                })
+                .map_err(|e| Error::backend("read a command", e))
+            })
+            .await
     }
 
     async fn read_partition(
@@ -351,35 +520,53 @@ impl EventStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>> {
         self.check_partition(topic, partition).await?;
-        let sql = format!(
-            "SELECT {} FROM keel_events WHERE topic = ? AND part = ? AND log_offset >= ? \
-             ORDER BY log_offset LIMIT ?",
-            row::COLUMNS
-        );
-        let rows = sqlx::query(&sql)
-            .bind(topic.as_str())
-            .bind(i64::from(partition.0))
-            .bind(to_i64(from.0))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.readers)
+        let topic = topic.clone();
+        self.readers
+            .run("read a partition", move |conn| {
+                let fail = |e| Error::backend("read a partition", e);
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {} FROM keel_events WHERE topic = ?1 AND part = ?2 \
+                         AND log_offset >= ?3 ORDER BY log_offset LIMIT ?4",
+                        row::COLUMNS
+                    ))
+                    .map_err(fail)?;
+                let mut rows = stmt
+                    .query((
+                        topic.as_str(),
+                        i64::from(partition.0),
+                        to_i64(from.0),
+                        i64::try_from(limit).unwrap_or(i64::MAX),
+                    ))
+                    .map_err(fail)?;
+                let mut records = Vec::with_capacity(limit.min(4096));
+                while let Some(r) = rows.next().map_err(fail)? {
+                    records.push(row::record(r, &topic, None)?);
+                }
+                Ok(records)
+            })
             .await
-            .map_err(|e| Error::backend("read a partition", e))?;
-        rows.iter().map(|r| row::record(r, topic, None)).collect()
     }
 
     async fn head(&self, topic: &Topic, partition: Partition) -> Result<Offset> {
         self.check_partition(topic, partition).await?;
-        let next: Option<i64> = sqlx::query_scalar(
-            "SELECT next_offset FROM keel_partitions WHERE topic = ? AND part = ?",
-        )
-        .bind(topic.as_str())
-        .bind(i64::from(partition.0))
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(|e| Error::backend("read a partition head", e))?;
-        Ok(Offset(
-            next.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-        ))
+        let topic = topic.clone();
+        self.readers
+            .run("read a partition head", move |conn| {
+                let next: Option<i64> = conn
+                    .prepare_cached(
+                        "SELECT next_offset FROM keel_partitions WHERE topic = ?1 AND part = ?2",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row((topic.as_str(), i64::from(partition.0)), |r| r.get(0))
+                            .optional()
+                    })
+                    .map_err(|e| Error::backend("read a partition head", e))?;
+                Ok(Offset(
+                    next.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                ))
+            })
+            .await
     }
 
     async fn ensure_topic(&self, topic: &Topic, partitions: u32) -> Result<TopicInfo> {
@@ -394,20 +581,25 @@ impl EventStore for SqliteStore {
     }
 
     async fn topics(&self) -> Result<Vec<TopicInfo>> {
-        let rows = sqlx::query("SELECT topic, partitions FROM keel_topics ORDER BY topic")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(|e| Error::backend("read topics", e))?;
-        rows.iter()
-            .map(|r| {
-                let topic: String = r.try_get(0).map_err(|e| Error::backend("read topics", e))?;
-                let n: i64 = r.try_get(1).map_err(|e| Error::backend("read topics", e))?;
-                Ok(TopicInfo {
-                    topic: Topic::new(&topic)?,
-                    partitions: u32::try_from(n).unwrap_or(0),
-                })
+        self.readers
+            .run("read topics", |conn| {
+                let fail = |e| Error::backend("read topics", e);
+                let mut stmt = conn
+                    .prepare_cached("SELECT topic, partitions FROM keel_topics ORDER BY topic")
+                    .map_err(fail)?;
+                let mut rows = stmt.query([]).map_err(fail)?;
+                let mut topics = Vec::new();
+                while let Some(r) = rows.next().map_err(fail)? {
+                    let topic: String = r.get(0).map_err(fail)?;
+                    let n: i64 = r.get(1).map_err(fail)?;
+                    topics.push(TopicInfo {
+                        topic: Topic::new(&topic)?,
+                        partitions: u32::try_from(n).unwrap_or(0),
+                    });
+                }
+                Ok(topics)
             })
-            .collect()
+            .await
     }
 
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
@@ -416,16 +608,12 @@ impl EventStore for SqliteStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        let row = sqlx::query(
-            "SELECT version, shape, payload, timestamp FROM keel_snapshots \
-             WHERE topic = ? AND stream_id = ?",
-        )
-        .bind(stream.kind())
-        .bind(stream.id())
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(|e| Error::backend("read a snapshot", e))?;
-        row.map(|r| row::snapshot(&r, stream)).transpose()
+        let stream = stream.clone();
+        self.readers
+            .run("read a snapshot", move |conn| {
+                stream_snapshot(conn, &stream)
+            })
+            .await
     }
 
     fn subscribe_commits(&self) -> watch::Receiver<u64> {
@@ -444,6 +632,7 @@ impl EventStore for SqliteStore {
         StoreStats {
             appends: self.shared.appends.load(Ordering::Relaxed),
             commits: self.shared.transactions.load(Ordering::Relaxed),
+            wal_bytes: Some(self.shared.wal_bytes.load(Ordering::Relaxed)),
         }
     }
 }

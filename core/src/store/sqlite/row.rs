@@ -1,76 +1,91 @@
-//! Turning SQLite rows back into records, with damage reported as [`Error::Corrupt`].
+//! Turning SQLite rows back into records and snapshots, with damage reported as
+//! [`Error::Corrupt`].
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use rusqlite::Row;
+use rusqlite::types::ValueRef;
 use uuid::Uuid;
 
 use crate::envelope::{Metadata, RecordedEvent, Timestamp};
 use crate::ids::{CommandId, Offset, Partition, Position, StreamId, StreamVersion, Topic};
+use crate::snapshot::Snapshot;
 use crate::store::{Error, Result};
 
 /// The columns [`record`] reads, in a `SELECT`, in this order.
 pub(super) const COLUMNS: &str = "part, log_offset, stream_id, version, event_type, schema_version, \
      payload, event_id, command_id, correlation_id, causation_id, timestamp, metadata";
 
-fn backend(e: sqlx::Error) -> Error {
-    Error::backend("decode a stored record", e)
-}
-
 /// A record of `topic` (and of `stream`, when the caller read one stream) from a row of
 /// [`COLUMNS`].
 pub(super) fn record(
-    row: &SqliteRow,
+    row: &Row<'_>,
     topic: &Topic,
     stream: Option<&StreamId>,
 ) -> Result<RecordedEvent> {
-    let part: i64 = row.try_get(0).map_err(backend)?;
-    let offset: i64 = row.try_get(1).map_err(backend)?;
+    let part = int(row, 0).unwrap_or(-1);
+    let offset = int(row, 1).unwrap_or(-1);
     let corrupt = |detail: String| Error::Corrupt {
         topic: topic.clone(),
         partition: Partition(u32::try_from(part).unwrap_or(u32::MAX)),
         offset: Offset(u64::try_from(offset).unwrap_or(u64::MAX)),
         detail,
     };
-    let get = |col: usize, name: &str| -> Result<i64> {
-        row.try_get::<i64, _>(col)
-            .map_err(|e| corrupt(format!("column {name}: {e}")))
-    };
     let partition = u32::try_from(part).map_err(|_| corrupt(format!("partition {part}")))?;
     let offset_u = u64::try_from(offset).map_err(|_| corrupt(format!("offset {offset}")))?;
     let stream = match stream {
         Some(s) => s.clone(),
         None => {
-            let id: &str = row
-                .try_get(2)
-                .map_err(|e| corrupt(format!("stream_id: {e}")))?;
+            let id = text(row, 2).map_err(|e| corrupt(format!("stream_id: {e}")))?;
             StreamId::in_topic(topic, id).map_err(|e| corrupt(format!("stream id: {e}")))?
         }
     };
+    let number =
+        |col: usize, name: &str| int(row, col).map_err(|e| corrupt(format!("column {name}: {e}")));
     let version =
-        u64::try_from(get(3, "version")?).map_err(|_| corrupt("negative version".into()))?;
-    let schema_version = u32::try_from(get(5, "schema_version")?)
+        u64::try_from(number(3, "version")?).map_err(|_| corrupt("negative version".into()))?;
+    let event_type = text(row, 4).map_err(|e| corrupt(format!("event_type: {e}")))?;
+    let schema_version = u32::try_from(number(5, "schema_version")?)
         .map_err(|_| corrupt("schema version out of range".into()))?;
+    let payload = blob(row, 6).map_err(|e| corrupt(format!("payload: {e}")))?;
     let uuid = |col: usize, name: &str| -> Result<Option<Uuid>> {
-        let bytes: Option<&[u8]> = row
-            .try_get(col)
-            .map_err(|e| corrupt(format!("column {name}: {e}")))?;
-        bytes
-            .map(|b| Uuid::from_slice(b).map_err(|e| corrupt(format!("column {name}: {e}"))))
-            .transpose()
+        match row.get_ref(col) {
+            Ok(ValueRef::Null) => Ok(None),
+            Ok(ValueRef::Blob(b)) => Uuid::from_slice(b)
+                .map(Some)
+                .map_err(|e| corrupt(format!("column {name}: {e}"))),
+            Ok(other) => Err(corrupt(format!(
+                "column {name}: expected a blob, found {}",
+                other.data_type()
+            ))),
+            Err(e) => Err(corrupt(format!("column {name}: {e}"))),
+        }
     };
     let event_id = uuid(7, "event_id")?.ok_or_else(|| corrupt("event_id is null".into()))?;
-    let command_id: Option<&str> = row
-        .try_get(8)
-        .map_err(|e| corrupt(format!("command_id: {e}")))?;
-    let command_id = command_id
-        .map(|c| CommandId::new(c).map_err(|e| corrupt(format!("command id: {e}"))))
-        .transpose()?;
-    let metadata: Option<&str> = row
-        .try_get(12)
-        .map_err(|e| corrupt(format!("metadata: {e}")))?;
-    let metadata = match metadata {
-        None | Some("") => Metadata::new(),
-        Some(json) => serde_json::from_str(json).map_err(|e| corrupt(format!("metadata: {e}")))?,
+    let command_id = match row.get_ref(8) {
+        Ok(ValueRef::Null) => None,
+        Ok(ValueRef::Text(t)) => {
+            Some(CommandId::from_bytes(t).map_err(|e| corrupt(format!("command id: {e}")))?)
+        }
+        Ok(other) => {
+            return Err(corrupt(format!(
+                "command_id: expected text, found {}",
+                other.data_type()
+            )));
+        }
+        Err(e) => return Err(corrupt(format!("command_id: {e}"))),
+    };
+    let metadata = match row.get_ref(12) {
+        Ok(ValueRef::Null) => Metadata::new(),
+        Ok(ValueRef::Text(b"")) => Metadata::new(),
+        Ok(ValueRef::Text(t)) => {
+            serde_json::from_slice(t).map_err(|e| corrupt(format!("metadata: {e}")))?
+        }
+        Ok(other) => {
+            return Err(corrupt(format!(
+                "metadata: expected text, found {}",
+                other.data_type()
+            )));
+        }
+        Err(e) => return Err(corrupt(format!("metadata: {e}"))),
     };
     Ok(RecordedEvent {
         position: Position {
@@ -80,37 +95,57 @@ pub(super) fn record(
         },
         stream,
         version: StreamVersion(version),
-        event_type: row
-            .try_get(4)
-            .map_err(|e| corrupt(format!("event_type: {e}")))?,
+        event_type: event_type.to_owned(),
         schema_version,
-        payload: row
-            .try_get(6)
-            .map_err(|e| corrupt(format!("payload: {e}")))?,
+        payload: payload.to_vec(),
         event_id,
         command_id,
         correlation_id: uuid(9, "correlation_id")?,
         causation_id: uuid(10, "causation_id")?,
-        timestamp: Timestamp(get(11, "timestamp")?),
+        timestamp: Timestamp(number(11, "timestamp")?),
         metadata,
     })
 }
 
 /// A snapshot of `stream` from a row of `version, shape, payload, timestamp`.
-pub(super) fn snapshot(row: &SqliteRow, stream: &StreamId) -> Result<crate::Snapshot> {
+pub(super) fn snapshot(row: &Row<'_>, stream: &StreamId) -> Result<Snapshot> {
     let damaged = |e: &dyn std::fmt::Display| {
         Error::backend(
             "read a snapshot",
             format!("damaged snapshot of stream {stream}: {e}"),
         )
     };
-    let version: i64 = row.try_get(0).map_err(|e| damaged(&e))?;
-    let shape: i64 = row.try_get(1).map_err(|e| damaged(&e))?;
-    Ok(crate::Snapshot {
+    let version = int(row, 0).map_err(|e| damaged(&e))?;
+    let shape = int(row, 1).map_err(|e| damaged(&e))?;
+    Ok(Snapshot {
         stream: stream.clone(),
         version: StreamVersion(u64::try_from(version).map_err(|e| damaged(&e))?),
         shape: u32::try_from(shape).map_err(|e| damaged(&e))?,
-        payload: row.try_get(2).map_err(|e| damaged(&e))?,
-        timestamp: Timestamp(row.try_get(3).map_err(|e| damaged(&e))?),
+        payload: blob(row, 2).map_err(|e| damaged(&e))?.to_vec(),
+        timestamp: Timestamp(int(row, 3).map_err(|e| damaged(&e))?),
     })
+}
+
+/// An integer column.
+pub(super) fn int(row: &Row<'_>, col: usize) -> std::result::Result<i64, String> {
+    match row.get_ref(col).map_err(|e| e.to_string())? {
+        ValueRef::Integer(i) => Ok(i),
+        other => Err(format!("expected an integer, found {}", other.data_type())),
+    }
+}
+
+/// A text column, borrowed from the row.
+pub(super) fn text<'r>(row: &'r Row<'_>, col: usize) -> std::result::Result<&'r str, String> {
+    match row.get_ref(col).map_err(|e| e.to_string())? {
+        ValueRef::Text(t) => std::str::from_utf8(t).map_err(|e| e.to_string()),
+        other => Err(format!("expected text, found {}", other.data_type())),
+    }
+}
+
+/// A blob column, borrowed from the row (text is accepted: SQLite may store either).
+pub(super) fn blob<'r>(row: &'r Row<'_>, col: usize) -> std::result::Result<&'r [u8], String> {
+    match row.get_ref(col).map_err(|e| e.to_string())? {
+        ValueRef::Blob(b) | ValueRef::Text(b) => Ok(b),
+        other => Err(format!("expected a blob, found {}", other.data_type())),
+    }
 }

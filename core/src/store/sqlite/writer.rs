@@ -1,26 +1,57 @@
-//! The single writer: one task owns the write connection and commits appends in batches.
+//! The single writer: one thread owns the write connection and commits appends in batches.
 //!
-//! It drains the queue, opens one `BEGIN IMMEDIATE` transaction per batch, reads what the
-//! batch touches (streams, command ids, topics, partition heads) into a [`Ledger`], decides
-//! each request in order (so a later request sees an earlier one in the same batch), writes
-//! the accepted ones with multi-row `INSERT`s, commits once and answers each caller. A
-//! conflict or a replay answers only its own caller.
+//! SQLite has one writer at a time, so the store has exactly one: a dedicated thread that
+//! owns the write connection and talks to SQLite directly (rusqlite), so a statement costs a
+//! function call, not a hand-off between threads. It drains the queue of jobs, and for each
+//! batch:
+//!
+//! 1. opens one `BEGIN IMMEDIATE` transaction (other processes on the same file wait for it,
+//!    or it waits for them up to the busy timeout);
+//! 2. reads what the batch touches — topics, partition heads, the versions of its streams,
+//!    its command ids — into a [`Ledger`], inside the transaction, so another process's
+//!    commits are seen;
+//! 3. decides each request in order with [`Ledger::decide`] (so a later request sees an
+//!    earlier one of the same batch): the command id first, then the expected version;
+//! 4. writes the accepted requests with multi-row `INSERT`s from cached prepared statements,
+//!    advances the partition heads, writes the batch's snapshots, and commits once;
+//! 5. answers each caller with its own result: a conflict or a replay answers only its
+//!    caller, and a database failure rolls the whole batch back and fails each of its callers.
+//!
+//! Offsets come from the partition heads read and advanced inside the transaction, so they
+//! are dense and in commit order whichever process writes.
+//!
+//! Between batches the writer keeps the write-ahead log bounded, even while readers never
+//! stop (they would starve SQLite's own checkpoints): a passive checkpoint after every
+//! [`CHECKPOINT_EVERY`] commits; when a commit leaves the WAL past [`WAL_LIMIT_BYTES`], a
+//! truncating one that waits for readers (longer after each failure, holding writes back
+//! meanwhile); and a truncating one when the queue has been idle for [`IDLE`]. The WAL's size
+//! is published in the store's stats after every commit.
 
-use std::collections::{HashMap, HashSet};
-use std::fmt;
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use sqlx::sqlite::{Sqlite, SqliteConnection};
-use sqlx::{QueryBuilder, Row};
+use rusqlite::{Connection, OptionalExtension, Statement};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::to_i64;
 use crate::envelope::Fingerprint;
-use crate::ids::{CommandId, Offset, Partition, StreamId, StreamVersion, Topic};
+use crate::ids::{Offset, Partition, StreamId, StreamVersion, Topic};
 use crate::snapshot::Snapshot;
 use crate::store::ledger::{Decision, Ledger};
 use crate::store::{AppendRequest, Appended, CommandRecord, Error, Result, TopicInfo, validate};
+
+/// Commits between two passive WAL checkpoints.
+pub(super) const CHECKPOINT_EVERY: u64 = 256;
+
+/// How long the queue must be empty before the writer truncates the WAL.
+pub(super) const IDLE: Duration = Duration::from_millis(200);
+
+/// Past this size the WAL is checkpointed and truncated, waiting for readers if need be; a
+/// WAL restarted by SQLite itself is cut back to it (`journal_size_limit`).
+pub(super) const WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Work for the writer.
 pub(super) enum Job {
@@ -28,15 +59,15 @@ pub(super) enum Job {
         request: AppendRequest,
         reply: oneshot::Sender<Result<Appended>>,
     },
-    EnsureTopic {
-        topic: Topic,
-        partitions: u32,
-        reply: oneshot::Sender<Result<TopicInfo>>,
-    },
     /// Save a snapshot, in the next batch's transaction.
     Snapshot {
         snapshot: Snapshot,
         reply: oneshot::Sender<Result<()>>,
+    },
+    EnsureTopic {
+        topic: Topic,
+        partitions: u32,
+        reply: oneshot::Sender<Result<TopicInfo>>,
     },
     /// Finish what was queued before, close the connection, stop.
     Shutdown,
@@ -47,23 +78,28 @@ pub(super) struct Shared {
     pub(super) commits: watch::Sender<u64>,
     pub(super) transactions: AtomicU64,
     pub(super) appends: AtomicU64,
+    /// The `-wal` file's size after the last checkpoint, in bytes.
+    pub(super) wal_bytes: AtomicU64,
+    pub(super) checkpoints: AtomicU64,
 }
 
 pub(super) struct Writer {
-    pub(super) conn: SqliteConnection,
+    pub(super) conn: Connection,
     pub(super) jobs: mpsc::Receiver<Job>,
     pub(super) shared: Arc<Shared>,
     pub(super) default_partitions: u32,
     pub(super) max_batch: usize,
+    pub(super) wal_path: std::path::PathBuf,
+    pub(super) busy_timeout: Duration,
 }
 
 /// One batch failure, shared by every caller in the batch.
 #[derive(Debug, Clone)]
-struct BatchFailed(Arc<sqlx::Error>);
+struct BatchFailed(Arc<rusqlite::Error>);
 
-impl fmt::Display for BatchFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
+impl std::fmt::Display for BatchFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -83,12 +119,52 @@ struct SnapshotPlan<'a> {
     answers: Vec<Result<()>>,
 }
 
+/// What a batch decided: each append's and each snapshot's answer, and whether it wrote.
+type BatchOutcome = (Vec<Result<Decision>>, Vec<Result<()>>, bool);
+
 impl Writer {
-    pub(super) async fn run(mut self) {
-        let mut stopping = false;
-        while let Some(job) = self.jobs.recv().await {
+    /// Runs the writer on the calling thread until shutdown or until every sender is gone.
+    pub(super) fn run(mut self) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, "the sqlite writer cannot start its timer");
+                return;
+            }
+        };
+        runtime.block_on(self.serve());
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!(error = %e, "closing the sqlite write connection failed");
+        }
+        tracing::debug!("sqlite writer stopped");
+    }
+
+    async fn serve(&mut self) {
+        let mut since_checkpoint = 0u64;
+        let mut over_limit = 0u32;
+        let mut dirty = false;
+        loop {
+            let first = if dirty {
+                match tokio::time::timeout(IDLE, self.jobs.recv()).await {
+                    Ok(job) => job,
+                    Err(_) => {
+                        // Quiet: fold the WAL back and truncate it.
+                        self.checkpoint("TRUNCATE", Duration::from_millis(20));
+                        since_checkpoint = 0;
+                        dirty = false;
+                        continue;
+                    }
+                }
+            } else {
+                self.jobs.recv().await
+            };
+            let Some(job) = first else { break };
             let mut batch: Vec<Pending> = Vec::new();
             let mut snapshots: Vec<PendingSnapshot> = Vec::new();
+            let mut stopping = false;
             let mut next = Some(job);
             while let Some(job) = next.take() {
                 match job {
@@ -103,9 +179,8 @@ impl Writer {
                         self.commit_batch(
                             std::mem::take(&mut batch),
                             std::mem::take(&mut snapshots),
-                        )
-                        .await;
-                        let _ = reply.send(self.ensure_topic(&topic, partitions).await);
+                        );
+                        let _ = reply.send(self.ensure_topic(&topic, partitions));
                     }
                     Job::Shutdown => stopping = true,
                 }
@@ -113,45 +188,94 @@ impl Writer {
                     next = self.jobs.try_recv().ok();
                 }
             }
-            self.commit_batch(batch, snapshots).await;
+            if self.commit_batch(batch, snapshots) {
+                dirty = true;
+                since_checkpoint += 1;
+                let wal = self.wal_size();
+                if wal > WAL_LIMIT_BYTES {
+                    // Readers keep the WAL from restarting: wait for them, longer each time it
+                    // fails (writes wait too: that is the back-pressure).
+                    let wait = Duration::from_millis(10 << over_limit.min(7));
+                    if self.checkpoint("TRUNCATE", wait) {
+                        over_limit = 0;
+                        since_checkpoint = 0;
+                    } else {
+                        over_limit += 1;
+                    }
+                } else if since_checkpoint >= CHECKPOINT_EVERY {
+                    self.checkpoint("PASSIVE", Duration::ZERO);
+                    since_checkpoint = 0;
+                }
+            }
             if stopping {
+                self.checkpoint("TRUNCATE", Duration::from_millis(20));
                 break;
             }
         }
-        if let Err(e) = sqlx::Connection::close(self.conn).await {
-            tracing::warn!(error = %e, "closing the sqlite write connection failed");
-        }
-        tracing::debug!("sqlite writer stopped");
     }
 
-    async fn exec(&mut self, sql: &str) -> sqlx::Result<()> {
-        sqlx::query(sql).execute(&mut self.conn).await.map(|_| ())
-    }
-
-    async fn ensure_topic(&mut self, topic: &Topic, partitions: u32) -> Result<TopicInfo> {
-        validate::check_partitions(topic, partitions)?;
-        let result: sqlx::Result<Option<i64>> = async {
-            self.exec("BEGIN IMMEDIATE").await?;
-            sqlx::query("INSERT OR IGNORE INTO keel_topics (topic, partitions) VALUES (?, ?)")
-                .bind(topic.as_str())
-                .bind(i64::from(partitions))
-                .execute(&mut self.conn)
-                .await?;
-            let existing = sqlx::query_scalar("SELECT partitions FROM keel_topics WHERE topic = ?")
-                .bind(topic.as_str())
-                .fetch_optional(&mut self.conn)
-                .await?;
-            self.exec("COMMIT").await?;
-            Ok(existing)
+    /// Runs a WAL checkpoint (`PASSIVE` never waits; the others wait up to `wait` for
+    /// readers) and publishes the WAL's size; `true` when it completed.
+    fn checkpoint(&mut self, mode: &str, wait: Duration) -> bool {
+        if mode != "PASSIVE" {
+            let _ = self.conn.busy_timeout(wait);
         }
-        .await;
-        let existing = match result {
-            Ok(e) => e,
+        // (busy, frames in the WAL, frames checkpointed)
+        let result = self
+            .conn
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            });
+        if mode != "PASSIVE" {
+            let _ = self.conn.busy_timeout(self.busy_timeout);
+        }
+        let done = match result {
+            Ok((0, _, _)) => {
+                self.shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Ok(_) => false,
             Err(e) => {
-                let _ = self.exec("ROLLBACK").await;
-                return Err(Error::backend("create topic", e));
+                tracing::debug!(mode, error = %e, "wal checkpoint did not complete");
+                false
             }
         };
+        self.wal_size();
+        done
+    }
+
+    /// Measures the WAL file and publishes its size.
+    fn wal_size(&self) -> u64 {
+        let size = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
+        self.shared.wal_bytes.store(size, Ordering::Relaxed);
+        size
+    }
+
+    fn ensure_topic(&mut self, topic: &Topic, partitions: u32) -> Result<TopicInfo> {
+        validate::check_partitions(topic, partitions)?;
+        let result: rusqlite::Result<Option<i64>> = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT OR IGNORE INTO keel_topics (topic, partitions) VALUES (?1, ?2)",
+                (topic.as_str(), i64::from(partitions)),
+            )?;
+            let existing = tx
+                .query_row(
+                    "SELECT partitions FROM keel_topics WHERE topic = ?1",
+                    [topic.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.commit()?;
+            Ok(existing)
+        })();
+        let existing = result.map_err(|e| Error::backend("create topic", e))?;
         let existing = existing.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
         if existing != partitions {
             return Err(Error::PartitionCount {
@@ -166,17 +290,18 @@ impl Writer {
         })
     }
 
+    /// Commits one batch and answers its callers; `true` when it wrote anything.
     #[tracing::instrument(level = "debug", skip_all, fields(size = batch.len(), snapshots = snapshots.len()))]
-    async fn commit_batch(&mut self, batch: Vec<Pending>, snapshots: Vec<PendingSnapshot>) {
+    fn commit_batch(&mut self, batch: Vec<Pending>, snapshots: Vec<PendingSnapshot>) -> bool {
         if batch.is_empty() && snapshots.is_empty() {
-            return;
+            return false;
         }
         self.shared
             .appends
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let requests: Vec<&AppendRequest> = batch.iter().map(|(r, _)| r).collect();
         let snaps: Vec<&Snapshot> = snapshots.iter().map(|(s, _)| s).collect();
-        match self.write(&requests, &snaps).await {
+        match self.write(&requests, &snaps) {
             Ok((decisions, snapshot_answers, committed)) => {
                 let wrote = decisions
                     .iter()
@@ -196,9 +321,12 @@ impl Writer {
                 for ((_, reply), answer) in snapshots.into_iter().zip(snapshot_answers) {
                     let _ = reply.send(answer);
                 }
+                committed
             }
             Err(e) => {
-                let _ = self.exec("ROLLBACK").await;
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
                 tracing::error!(error = %e, "append batch failed; rolled back");
                 let shared = BatchFailed(Arc::new(e));
                 for (_, reply) in batch {
@@ -207,20 +335,20 @@ impl Writer {
                 for (_, reply) in snapshots {
                     let _ = reply.send(Err(Error::backend("save a snapshot", shared.clone())));
                 }
+                false
             }
         }
     }
 
     /// Decides and writes a batch in one transaction; the outer error is a database failure
-    /// (the caller rolls back), the inner ones are each request's own answer. The flag says
-    /// whether anything was written.
-    async fn write(
+    /// (the caller rolls back), the inner ones are each request's own answer.
+    fn write(
         &mut self,
         batch: &[&AppendRequest],
         snapshots: &[&Snapshot],
-    ) -> sqlx::Result<(Vec<Result<Decision>>, Vec<Result<()>>, bool)> {
-        self.exec("BEGIN IMMEDIATE").await?;
-        let mut ledger = self.load(batch, snapshots).await?;
+    ) -> rusqlite::Result<BatchOutcome> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let mut ledger = self.load(batch, snapshots)?;
         let decisions: Vec<Result<Decision>> = batch.iter().map(|r| ledger.decide(r)).collect();
         let plan = plan_snapshots(snapshots, &ledger);
         let writes: Vec<(&AppendRequest, &Appended)> = batch
@@ -232,56 +360,55 @@ impl Writer {
             })
             .collect();
         if writes.is_empty() && plan.writes.is_empty() {
-            self.exec("COMMIT").await?;
+            self.conn.execute_batch("COMMIT")?;
             return Ok((decisions, plan.answers, false));
         }
         if !writes.is_empty() {
-            let new_topics: Vec<(&Topic, u32)> = batch
-                .iter()
-                .zip(&decisions)
-                .filter_map(|(r, d)| match d {
-                    Ok(Decision::Write {
-                        new_topic: Some(n), ..
-                    }) => Some((r.stream.topic(), *n)),
-                    _ => None,
-                })
-                .collect();
-            self.insert_topics(&new_topics).await?;
-            self.insert_events(&writes).await?;
-            self.upsert_streams(&writes, &ledger).await?;
-            self.insert_commands(&writes).await?;
-            self.upsert_heads(&writes, &mut ledger).await?;
+            for (request, decision) in batch.iter().zip(&decisions) {
+                if let Ok(Decision::Write {
+                    new_topic: Some(n), ..
+                }) = decision
+                {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO keel_topics (topic, partitions) VALUES (?1, ?2)",
+                        )?
+                        .execute((request.stream.topic().as_str(), i64::from(*n)))?;
+                }
+            }
+            self.insert_events(&writes)?;
+            self.upsert_streams(&writes, &ledger)?;
+            self.insert_commands(&writes)?;
+            self.upsert_heads(&writes, &ledger)?;
         }
-        self.upsert_snapshots(&plan.writes).await?;
-        self.exec("COMMIT").await?;
+        self.upsert_snapshots(&plan.writes)?;
+        self.conn.execute_batch("COMMIT")?;
         Ok((decisions, plan.answers, true))
     }
 
     /// Reads what the batch touches, inside its transaction.
-    async fn load(
-        &mut self,
-        batch: &[&AppendRequest],
-        snapshots: &[&Snapshot],
-    ) -> sqlx::Result<Ledger> {
+    fn load(&self, batch: &[&AppendRequest], snapshots: &[&Snapshot]) -> rusqlite::Result<Ledger> {
         let mut ledger = Ledger::new(self.default_partitions);
-        for row in sqlx::query("SELECT topic, partitions FROM keel_topics")
-            .fetch_all(&mut self.conn)
-            .await?
-        {
-            let topic: String = row.try_get(0)?;
-            let partitions: i64 = row.try_get(1)?;
+        let mut topics = self
+            .conn
+            .prepare_cached("SELECT topic, partitions FROM keel_topics")?;
+        let mut rows = topics.query([])?;
+        while let Some(row) = rows.next()? {
+            let topic: String = row.get(0)?;
+            let partitions: i64 = row.get(1)?;
             ledger.topics.insert(
                 Topic::unchecked(&topic),
                 u32::try_from(partitions).unwrap_or(0),
             );
         }
-        for row in sqlx::query("SELECT topic, part, next_offset FROM keel_partitions")
-            .fetch_all(&mut self.conn)
-            .await?
-        {
-            let topic: String = row.try_get(0)?;
-            let part: i64 = row.try_get(1)?;
-            let next: i64 = row.try_get(2)?;
+        let mut heads = self
+            .conn
+            .prepare_cached("SELECT topic, part, next_offset FROM keel_partitions")?;
+        let mut rows = heads.query([])?;
+        while let Some(row) = rows.next()? {
+            let topic: String = row.get(0)?;
+            let part: i64 = row.get(1)?;
+            let next: i64 = row.get(2)?;
             ledger.heads.insert(
                 (
                     Topic::unchecked(&topic),
@@ -291,85 +418,55 @@ impl Writer {
             );
         }
 
-        let streams: Vec<&StreamId> = dedup(
-            batch
-                .iter()
-                .map(|r| &r.stream)
-                .chain(snapshots.iter().map(|s| &s.stream)),
-        );
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT topic, stream_id, version FROM keel_streams WHERE (topic, stream_id) IN (",
-        );
-        q.push_values(&streams, |mut b, s| {
-            b.push_bind(s.kind()).push_bind(s.id());
-        });
-        q.push(")");
-        let by_key: HashMap<(&str, &str), &StreamId> =
-            streams.iter().map(|s| ((s.kind(), s.id()), *s)).collect();
-        for row in q.build().fetch_all(&mut self.conn).await? {
-            let topic: String = row.try_get(0)?;
-            let id: String = row.try_get(1)?;
-            let version: i64 = row.try_get(2)?;
-            if let Some(stream) = by_key.get(&(topic.as_str(), id.as_str())) {
-                ledger.streams.insert(
-                    (*stream).clone(),
-                    StreamVersion(u64::try_from(version).unwrap_or(0)),
-                );
+        let mut version = self.conn.prepare_cached(
+            "SELECT version FROM keel_streams WHERE topic = ?1 AND stream_id = ?2",
+        )?;
+        let streams = batch
+            .iter()
+            .map(|r| &r.stream)
+            .chain(snapshots.iter().map(|s| &s.stream));
+        for stream in streams {
+            if ledger.streams.contains_key(stream) {
+                continue;
             }
+            let v: Option<i64> = version
+                .query_row((stream.kind(), stream.id()), |r| r.get(0))
+                .optional()?;
+            ledger.streams.insert(
+                stream.clone(),
+                StreamVersion(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
+            );
         }
 
-        let commands: Vec<(&StreamId, &CommandId)> = dedup(
-            batch
-                .iter()
-                .filter_map(|r| r.command.as_ref().map(|c| (&r.stream, &c.id))),
-        );
-        if !commands.is_empty() {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT topic, stream_id, command_id, fingerprint, part, first_version, \
-                 first_offset, count FROM keel_commands WHERE (topic, stream_id, command_id) IN (",
-            );
-            q.push_values(&commands, |mut b, (s, c)| {
-                b.push_bind(s.kind())
-                    .push_bind(s.id())
-                    .push_bind(c.as_str());
-            });
-            q.push(")");
-            let by_key: HashMap<(&str, &str, &str), (&StreamId, &CommandId)> = commands
-                .iter()
-                .map(|&(s, c)| ((s.kind(), s.id(), c.as_str()), (s, c)))
-                .collect();
-            for row in q.build().fetch_all(&mut self.conn).await? {
-                let topic: String = row.try_get(0)?;
-                let id: String = row.try_get(1)?;
-                let command: String = row.try_get(2)?;
-                let Some(&(stream, command_id)) =
-                    by_key.get(&(topic.as_str(), id.as_str(), command.as_str()))
-                else {
-                    continue;
-                };
-                let record = command_record(stream, &row)?;
-                ledger
-                    .commands
-                    .insert((stream.clone(), command_id.clone()), record);
+        let mut command = self.conn.prepare_cached(
+            "SELECT fingerprint, part, first_version, first_offset, count FROM keel_commands \
+             WHERE topic = ?1 AND stream_id = ?2 AND command_id = ?3",
+        )?;
+        for request in batch {
+            let Some(meta) = &request.command else {
+                continue;
+            };
+            let key = (request.stream.clone(), meta.id.clone());
+            if ledger.commands.contains_key(&key) {
+                continue;
+            }
+            let record = command
+                .query_row(
+                    (request.stream.kind(), request.stream.id(), meta.id.as_str()),
+                    |row| command_record(&request.stream, row),
+                )
+                .optional()?;
+            if let Some(record) = record {
+                ledger.commands.insert(key, record);
             }
         }
         Ok(ledger)
     }
 
-    async fn insert_topics(&mut self, topics: &[(&Topic, u32)]) -> sqlx::Result<()> {
-        if topics.is_empty() {
-            return Ok(());
-        }
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO keel_topics (topic, partitions) ");
-        q.push_values(topics, |mut b, (t, n)| {
-            b.push_bind(t.as_str()).push_bind(i64::from(*n));
-        });
-        q.build().execute(&mut self.conn).await.map(|_| ())
-    }
-
-    async fn insert_events(&mut self, writes: &[(&AppendRequest, &Appended)]) -> sqlx::Result<()> {
-        /// 14 bound values a row; SQLite allows 32,766 per statement.
-        const ROWS_PER_INSERT: usize = 2000;
+    fn insert_events(&self, writes: &[(&AppendRequest, &Appended)]) -> rusqlite::Result<()> {
+        const COLUMNS: &str = "topic, part, log_offset, stream_id, version, event_type, \
+                               schema_version, payload, event_id, command_id, correlation_id, \
+                               causation_id, timestamp, metadata";
         let rows: Vec<_> = writes
             .iter()
             .flat_map(|(request, appended)| {
@@ -382,148 +479,184 @@ impl Writer {
                     })
             })
             .collect();
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO keel_events (topic, part, log_offset, stream_id, version, event_type, \
-                 schema_version, payload, event_id, command_id, correlation_id, causation_id, \
-                 timestamp, metadata) ",
-            );
-            q.push_values(
-                chunk,
-                |mut b, (request, appended, event, offset, version)| {
-                    let command = request.command.as_ref();
-                    b.push_bind(request.stream.kind())
-                        .push_bind(i64::from(appended.partition.0))
-                        .push_bind(to_i64(offset.0))
-                        .push_bind(request.stream.id())
-                        .push_bind(to_i64(version.0))
-                        .push_bind(event.event_type.as_str())
-                        .push_bind(i64::from(event.schema_version))
-                        .push_bind(event.payload.as_slice())
-                        .push_bind(event.event_id.as_bytes().as_slice())
-                        .push_bind(command.map(|c| c.id.as_str()))
-                        .push_bind(
-                            command.and_then(|c| c.correlation_id.map(|u| u.as_bytes().to_vec())),
-                        )
-                        .push_bind(
-                            command.and_then(|c| c.causation_id.map(|u| u.as_bytes().to_vec())),
-                        )
-                        .push_bind(event.timestamp.0)
-                        .push_bind(
-                            validate::metadata_json(event)
-                                .ok()
-                                .filter(|m| !m.is_empty()),
-                        );
-                },
-            );
-            q.build().execute(&mut self.conn).await?;
+        for_chunks(
+            &self.conn,
+            "keel_events",
+            COLUMNS,
+            14,
+            &rows,
+            |stmt, at, row| {
+                let (request, appended, event, offset, version) = row;
+                let command = request.command.as_ref();
+                let metadata = validate::metadata_json(event)
+                    .ok()
+                    .filter(|m| !m.is_empty());
+                stmt.raw_bind_parameter(at, request.stream.kind())?;
+                stmt.raw_bind_parameter(at + 1, i64::from(appended.partition.0))?;
+                stmt.raw_bind_parameter(at + 2, to_i64(offset.0))?;
+                stmt.raw_bind_parameter(at + 3, request.stream.id())?;
+                stmt.raw_bind_parameter(at + 4, to_i64(version.0))?;
+                stmt.raw_bind_parameter(at + 5, event.event_type.as_str())?;
+                stmt.raw_bind_parameter(at + 6, i64::from(event.schema_version))?;
+                stmt.raw_bind_parameter(at + 7, event.payload.as_slice())?;
+                stmt.raw_bind_parameter(at + 8, event.event_id.as_bytes().as_slice())?;
+                stmt.raw_bind_parameter(at + 9, command.map(|c| c.id.as_str()))?;
+                stmt.raw_bind_parameter(
+                    at + 10,
+                    command.and_then(|c| c.correlation_id.map(|u| u.into_bytes())),
+                )?;
+                stmt.raw_bind_parameter(
+                    at + 11,
+                    command.and_then(|c| c.causation_id.map(|u| u.into_bytes())),
+                )?;
+                stmt.raw_bind_parameter(at + 12, event.timestamp.0)?;
+                stmt.raw_bind_parameter(at + 13, metadata)?;
+                Ok(())
+            },
+        )
+    }
+
+    fn upsert_streams(
+        &self,
+        writes: &[(&AppendRequest, &Appended)],
+        ledger: &Ledger,
+    ) -> rusqlite::Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO keel_streams (topic, stream_id, version, part) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (topic, stream_id) DO UPDATE SET version = excluded.version",
+        )?;
+        let mut done: HashMap<&StreamId, ()> = HashMap::new();
+        for (request, appended) in writes {
+            if done.insert(&request.stream, ()).is_some() {
+                continue;
+            }
+            let version = ledger
+                .streams
+                .get(&request.stream)
+                .copied()
+                .unwrap_or_default();
+            stmt.execute((
+                request.stream.kind(),
+                request.stream.id(),
+                to_i64(version.0),
+                i64::from(appended.partition.0),
+            ))?;
         }
         Ok(())
     }
 
-    async fn upsert_streams(
-        &mut self,
-        writes: &[(&AppendRequest, &Appended)],
-        ledger: &Ledger,
-    ) -> sqlx::Result<()> {
-        let streams: Vec<(&StreamId, Partition)> =
-            dedup(writes.iter().map(|(r, a)| (&r.stream, a.partition)));
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO keel_streams (topic, stream_id, version, part) ",
-        );
-        q.push_values(&streams, |mut b, (s, p)| {
-            let version = ledger.streams.get(*s).copied().unwrap_or_default();
-            b.push_bind(s.kind())
-                .push_bind(s.id())
-                .push_bind(to_i64(version.0))
-                .push_bind(i64::from(p.0));
-        });
-        q.push(" ON CONFLICT (topic, stream_id) DO UPDATE SET version = excluded.version");
-        q.build().execute(&mut self.conn).await.map(|_| ())
-    }
-
-    async fn insert_commands(
-        &mut self,
-        writes: &[(&AppendRequest, &Appended)],
-    ) -> sqlx::Result<()> {
-        let commands: Vec<_> = writes
-            .iter()
-            .filter_map(|(r, a)| r.command.as_ref().map(|c| (*r, *a, c)))
-            .collect();
-        if commands.is_empty() {
-            return Ok(());
-        }
-        let mut q = QueryBuilder::<Sqlite>::new(
+    fn insert_commands(&self, writes: &[(&AppendRequest, &Appended)]) -> rusqlite::Result<()> {
+        let mut stmt = self.conn.prepare_cached(
             "INSERT INTO keel_commands (topic, stream_id, command_id, fingerprint, part, \
-             first_version, first_offset, count) ",
-        );
-        q.push_values(&commands, |mut b, (r, a, c)| {
-            b.push_bind(r.stream.kind())
-                .push_bind(r.stream.id())
-                .push_bind(c.id.as_str())
-                .push_bind(c.fingerprint.0.as_slice())
-                .push_bind(i64::from(a.partition.0))
-                .push_bind(to_i64(a.first_version.0))
-                .push_bind(to_i64(a.offsets.first().map_or(0, |o| o.0)))
-                .push_bind(to_i64(a.offsets.len() as u64));
-        });
-        q.build().execute(&mut self.conn).await.map(|_| ())
+             first_version, first_offset, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (request, appended) in writes {
+            let Some(command) = &request.command else {
+                continue;
+            };
+            stmt.execute((
+                request.stream.kind(),
+                request.stream.id(),
+                command.id.as_str(),
+                command.fingerprint.0.as_slice(),
+                i64::from(appended.partition.0),
+                to_i64(appended.first_version.0),
+                to_i64(appended.offsets.first().map_or(0, |o| o.0)),
+                to_i64(appended.offsets.len() as u64),
+            ))?;
+        }
+        Ok(())
     }
 
     /// Writes snapshots; the `WHERE` keeps a stored one of the same shape that is newer.
-    async fn upsert_snapshots(&mut self, snapshots: &[&Snapshot]) -> sqlx::Result<()> {
-        // 6 bound values a row; SQLite allows 32,766 per statement and a batch holds at most
-        // `MAX_BATCH` jobs.
+    fn upsert_snapshots(&self, snapshots: &[&Snapshot]) -> rusqlite::Result<()> {
         if snapshots.is_empty() {
             return Ok(());
         }
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO keel_snapshots (topic, stream_id, version, shape, payload, timestamp) ",
-        );
-        q.push_values(snapshots, |mut b, s| {
-            b.push_bind(s.stream.kind())
-                .push_bind(s.stream.id())
-                .push_bind(to_i64(s.version.0))
-                .push_bind(i64::from(s.shape))
-                .push_bind(s.payload.as_slice())
-                .push_bind(s.timestamp.0);
-        });
-        q.push(
-            " ON CONFLICT (topic, stream_id) DO UPDATE SET version = excluded.version, \
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO keel_snapshots (topic, stream_id, version, shape, payload, timestamp) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+             ON CONFLICT (topic, stream_id) DO UPDATE SET version = excluded.version, \
              shape = excluded.shape, payload = excluded.payload, timestamp = excluded.timestamp \
              WHERE excluded.shape != keel_snapshots.shape OR excluded.version >= keel_snapshots.version",
-        );
-        q.build().execute(&mut self.conn).await.map(|_| ())
+        )?;
+        for s in snapshots {
+            stmt.execute((
+                s.stream.kind(),
+                s.stream.id(),
+                to_i64(s.version.0),
+                i64::from(s.shape),
+                s.payload.as_slice(),
+                s.timestamp.0,
+            ))?;
+        }
+        Ok(())
     }
 
-    async fn upsert_heads(
-        &mut self,
+    fn upsert_heads(
+        &self,
         writes: &[(&AppendRequest, &Appended)],
-        ledger: &mut Ledger,
-    ) -> sqlx::Result<()> {
-        let touched: Vec<(&Topic, Partition)> =
-            dedup(writes.iter().map(|(r, a)| (r.stream.topic(), a.partition)));
-        let heads: Vec<(&Topic, Partition, Offset)> = touched
-            .into_iter()
-            .map(|(t, p)| {
-                let head = ledger
-                    .heads
-                    .get(&(t.clone(), p))
-                    .copied()
-                    .unwrap_or_default();
-                (t, p, head)
-            })
-            .collect();
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT INTO keel_partitions (topic, part, next_offset) ");
-        q.push_values(&heads, |mut b, (t, p, o)| {
-            b.push_bind(t.as_str())
-                .push_bind(i64::from(p.0))
-                .push_bind(to_i64(o.0));
-        });
-        q.push(" ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset");
-        q.build().execute(&mut self.conn).await.map(|_| ())
+        ledger: &Ledger,
+    ) -> rusqlite::Result<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO keel_partitions (topic, part, next_offset) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset",
+        )?;
+        let mut done: HashMap<(&Topic, Partition), ()> = HashMap::new();
+        for (request, appended) in writes {
+            let key = (request.stream.topic(), appended.partition);
+            if done.insert(key, ()).is_some() {
+                continue;
+            }
+            let head = ledger
+                .heads
+                .get(&(key.0.clone(), key.1))
+                .copied()
+                .unwrap_or_default();
+            stmt.execute((key.0.as_str(), i64::from(key.1.0), to_i64(head.0)))?;
+        }
+        Ok(())
     }
+}
+
+/// Inserts `rows` into `table` with multi-row `INSERT`s of a few fixed sizes (so their
+/// prepared statements are reused), binding each row's `width` values with `bind`.
+fn for_chunks<T>(
+    conn: &Connection,
+    table: &str,
+    columns: &str,
+    width: usize,
+    rows: &[T],
+    mut bind: impl FnMut(&mut Statement<'_>, usize, &T) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    /// Rows per statement, largest first; 256 rows of 14 values stay far below SQLite's
+    /// limit of 32,766 bound values.
+    const SIZES: [usize; 4] = [256, 32, 4, 1];
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = SIZES.into_iter().find(|&s| s <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+        for r in 0..size {
+            sql.push_str(if r == 0 { "(" } else { ",(" });
+            for c in 0..width {
+                let _ = write!(
+                    sql,
+                    "{}?{}",
+                    if c == 0 { "" } else { "," },
+                    r * width + c + 1
+                );
+            }
+            sql.push(')');
+        }
+        let mut stmt = conn.prepare_cached(&sql)?;
+        for (r, row) in chunk.iter().enumerate() {
+            bind(&mut stmt, r * width + 1, row)?;
+        }
+        stmt.raw_execute()?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// Which snapshots of a batch to write: each is checked against its stream's version after
@@ -568,16 +701,17 @@ fn plan_snapshots<'a>(snapshots: &[&'a Snapshot], ledger: &Ledger) -> SnapshotPl
     }
 }
 
-/// Rebuilds a command record from a `keel_commands` row (columns 3..8).
+/// Rebuilds a command record from a row of `fingerprint, part, first_version, first_offset,
+/// count`.
 pub(super) fn command_record(
     stream: &StreamId,
-    row: &sqlx::sqlite::SqliteRow,
-) -> sqlx::Result<CommandRecord> {
-    let fingerprint: Vec<u8> = row.try_get("fingerprint")?;
-    let part: i64 = row.try_get("part")?;
-    let first_version: i64 = row.try_get("first_version")?;
-    let first_offset: i64 = row.try_get("first_offset")?;
-    let count: i64 = row.try_get("count")?;
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<CommandRecord> {
+    let fingerprint: Vec<u8> = row.get(0)?;
+    let part: i64 = row.get(1)?;
+    let first_version: i64 = row.get(2)?;
+    let first_offset: i64 = row.get(3)?;
+    let count: i64 = row.get(4)?;
     let mut fp = [0u8; 32];
     if fingerprint.len() == fp.len() {
         fp.copy_from_slice(&fingerprint);
@@ -594,9 +728,4 @@ pub(super) fn command_record(
             replayed: false,
         },
     })
-}
-
-fn dedup<T: Eq + std::hash::Hash + Copy>(items: impl Iterator<Item = T>) -> Vec<T> {
-    let mut seen = HashSet::new();
-    items.filter(|i| seen.insert(*i)).collect()
 }
