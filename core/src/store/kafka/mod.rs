@@ -60,11 +60,36 @@
 //!
 //! # Record format
 //!
-//! Topics and headers are described in the `topics` and `record` modules' docs; a record of
-//! an `account` stream `alice` looks like this to Kafka's console consumer:
+//! Each Keel topic (an aggregate kind) is three Kafka topics with the same partition count,
+//! so the owner of partition `p` of the events owns partition `p` of the other two:
+//!
+//! | Kafka topic | holds | settings |
+//! |---|---|---|
+//! | `<prefix><topic>` | the events | `retention.ms=-1`, `retention.bytes=-1`, `cleanup.policy=delete` |
+//! | `<prefix><topic>.keel-writer-state` | writer-state snapshots | `cleanup.policy=compact` |
+//! | `<prefix><topic>.keel-snapshots` | aggregate snapshots, keyed by stream id | `cleanup.policy=compact` |
+//!
+//! An events record's key is the stream id, its value the payload (JSON for derived events),
+//! its partition `murmur2(key) mod N` (set explicitly, as Kafka's Java client would choose),
+//! and the envelope is in headers whose values are UTF-8 text:
+//!
+//! | header | value |
+//! |---|---|
+//! | `keel.type` | event type name |
+//! | `keel.schema` | schema version of the payload (decimal) |
+//! | `keel.version` | the event's version in its stream (decimal) |
+//! | `keel.event-id` | event id (UUID) |
+//! | `keel.timestamp` | when the event was decided, microseconds since the Unix epoch |
+//! | `keel.command-id` | the command that wrote it (absent without one) |
+//! | `keel.fingerprint` | the command's fingerprint, hex (with `keel.command-id`) |
+//! | `keel.correlation-id`, `keel.causation-id` | UUIDs (absent when not given) |
+//! | `keel.metadata` | metadata as a JSON object of strings (absent when empty) |
+//!
+//! A record of an `account` stream `alice`, as Kafka's console consumer prints it (headers,
+//! key, value):
 //!
 //! ```text
-//! keel.type:Opened,keel.schema:1,keel.version:1,keel.event-id:0199…,keel.timestamp:1760000000000000  alice  {"Opened":{"owner":"Alice"}}
+//! keel.type:Opened,keel.schema:1,keel.version:1,keel.event-id:01a237f5-…,keel.timestamp:1796235178197191,keel.command-id:open-alice,keel.fingerprint:5e1463…	alice	{"overdraft_limit":100,"owner":"Alice"}
 //! ```
 //!
 //! # Example
@@ -85,6 +110,7 @@ mod reader;
 mod record;
 mod snapshot;
 mod state;
+mod takeover;
 mod topics;
 mod writer;
 
@@ -331,7 +357,7 @@ impl KafkaStoreBuilder {
             appends: Default::default(),
         });
         if ctx.transactional {
-            writer::probe_transactions(&ctx).await?;
+            takeover::probe_transactions(&ctx).await?;
         }
         Ok(KafkaStore {
             ctx,
@@ -451,7 +477,7 @@ impl KafkaStore {
             return Ok(());
         }
         let owned =
-            writer::take(Arc::clone(&self.ctx), topic.clone(), partitions, partition).await?;
+            takeover::take(Arc::clone(&self.ctx), topic.clone(), partitions, partition).await?;
         self.write_owned().insert(key, Arc::new(owned));
         Ok(())
     }

@@ -20,6 +20,9 @@ use uuid::Uuid;
 
 use crate::envelope::{CommandMeta, Fingerprint, Metadata, NewEvent, RecordedEvent, Timestamp};
 use crate::ids::{CommandId, Offset, Partition, Position, StreamId, StreamVersion, Topic};
+use std::collections::HashMap;
+
+use crate::snapshot::Snapshot;
 use crate::store::{Error, Result, validate};
 
 /// Header names.
@@ -230,6 +233,57 @@ pub(crate) fn decode<M: Message>(topic: &Topic, message: &M) -> Result<Decoded> 
         fingerprint,
         produced_at,
     })
+}
+
+/// An aggregate snapshot record: key = stream id, value = the encoded state, the rest in
+/// headers.
+pub(crate) fn snapshot_headers(snapshot: &Snapshot) -> OwnedHeaders {
+    let push = |h: OwnedHeaders, key: &str, value: String| {
+        h.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        })
+    };
+    let h = OwnedHeaders::new_with_capacity(3);
+    let h = push(h, header::VERSION, snapshot.version.to_string());
+    let h = push(h, "keel.shape", snapshot.shape.to_string());
+    push(h, header::TIMESTAMP, snapshot.timestamp.0.to_string())
+}
+
+pub(crate) fn decode_snapshot(topic: &Topic, m: &impl Message) -> Result<Option<Snapshot>> {
+    let (Some(key), Some(payload)) = (m.key(), m.payload()) else {
+        return Ok(None);
+    };
+    let corrupt = |detail: String| Error::Corrupt {
+        topic: topic.clone(),
+        partition: Partition(u32::try_from(m.partition()).unwrap_or(u32::MAX)),
+        offset: Offset(u64::try_from(m.offset()).unwrap_or(u64::MAX)),
+        detail: format!("aggregate snapshot: {detail}"),
+    };
+    let id = std::str::from_utf8(key).map_err(|e| corrupt(format!("key: {e}")))?;
+    let stream = StreamId::in_topic(topic, id).map_err(|e| corrupt(format!("key: {e}")))?;
+    let mut fields: HashMap<&str, &str> = HashMap::new();
+    if let Some(headers) = m.headers() {
+        use rdkafka::message::Headers as _;
+        for h in headers.iter() {
+            if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                fields.insert(h.key, v);
+            }
+        }
+    }
+    let number = |name: &str| -> Result<u64> {
+        fields
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt(format!("header {name} is missing or not a number")))
+    };
+    Ok(Some(Snapshot {
+        stream,
+        version: StreamVersion(number(header::VERSION)?),
+        shape: u32::try_from(number("keel.shape")?).map_err(|e| corrupt(e.to_string()))?,
+        payload: payload.to_vec(),
+        timestamp: Timestamp(i64::try_from(number(header::TIMESTAMP)?).unwrap_or(i64::MAX)),
+    }))
 }
 
 #[cfg(test)]
