@@ -175,6 +175,7 @@ pub struct KafkaStoreBuilder {
     window: Duration,
     snapshot_every: u64,
     max_batch: usize,
+    linger: Duration,
     timeout: Duration,
     state_dir: Option<PathBuf>,
     own: Option<BTreeSet<u32>>,
@@ -245,6 +246,14 @@ impl KafkaStoreBuilder {
     /// Most appends in one transaction (default 512).
     pub fn max_batch(mut self, max_batch: usize) -> Self {
         self.max_batch = max_batch.clamp(1, 4096);
+        self
+    }
+
+    /// How long the writer waits for more appends before it starts a transaction (default
+    /// 2 ms). A transaction costs a round trip to the coordinator whatever its size, so under
+    /// load a short wait fills it; `Duration::ZERO` starts at once.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -348,6 +357,7 @@ impl KafkaStoreBuilder {
             window: self.window,
             snapshot_every: self.snapshot_every,
             max_batch: self.max_batch,
+            linger: self.linger,
             timeout: self.timeout,
             state_dir,
             reader: Reader::new(&base, &self.group, self.timeout),
@@ -410,6 +420,7 @@ impl KafkaStore {
             window: Duration::from_secs(3600),
             snapshot_every: 1000,
             max_batch: 512,
+            linger: Duration::from_millis(2),
             timeout: Duration::from_secs(30),
             state_dir: None,
             own: None,

@@ -58,6 +58,7 @@ pub(crate) struct Ctx {
     pub(crate) window: Duration,
     pub(crate) snapshot_every: u64,
     pub(crate) max_batch: usize,
+    pub(crate) linger: Duration,
     pub(crate) timeout: Duration,
     pub(crate) state_dir: PathBuf,
     pub(crate) reader: Reader,
@@ -241,6 +242,25 @@ impl Writer {
                 }
                 if appends.len() + snapshots.len() < self.ctx.max_batch && release.is_none() {
                     next = self.jobs.try_recv().ok();
+                }
+            }
+            // A transaction costs a round trip to the coordinator and its markers whatever
+            // its size: wait a moment for callers answered by the last commit to send their
+            // next append, so they share this one.
+            if release.is_none() && !self.ctx.linger.is_zero() {
+                let deadline = tokio::time::Instant::now() + self.ctx.linger;
+                while appends.len() + snapshots.len() < self.ctx.max_batch {
+                    match tokio::time::timeout_at(deadline, self.jobs.recv()).await {
+                        Ok(Some(Job::Append { request, reply })) => appends.push((request, reply)),
+                        Ok(Some(Job::Snapshot { snapshot, reply })) => {
+                            snapshots.push((snapshot, reply));
+                        }
+                        Ok(Some(Job::Release { reply })) => {
+                            release = Some(reply);
+                            break;
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
                 }
             }
             self.batch(appends, snapshots).await;
