@@ -707,7 +707,7 @@ impl Writer {
                     .cloned()
                     .map(Appended::into_replayed)
                     .ok_or(Error::Closed),
-                (None, Ok(Decision::Write { .. })) => results.remove(&i).ok_or(Error::Closed),
+                (None, Ok(Decision::Write { .. })) => results.get(&i).cloned().ok_or(Error::Closed),
                 (None, Ok(Decision::Replay(a))) => Ok(a),
                 (None, Err(e)) => Err(e),
             };
