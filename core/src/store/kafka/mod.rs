@@ -86,10 +86,10 @@
 //! | `keel.metadata` | metadata as a JSON object of strings (absent when empty) |
 //!
 //! A record of an `account` stream `alice`, as Kafka's console consumer prints it (headers,
-//! key, value):
+//! key and value, separated by tabs):
 //!
 //! ```text
-//! keel.type:Opened,keel.schema:1,keel.version:1,keel.event-id:01a237f5-…,keel.timestamp:1796235178197191,keel.command-id:open-alice,keel.fingerprint:5e1463…	alice	{"overdraft_limit":100,"owner":"Alice"}
+//! keel.type:Opened,keel.schema:1,keel.version:1,keel.event-id:01a237f5-…,keel.timestamp:1796235178197191,keel.command-id:open-alice,keel.fingerprint:5e1463…  alice  {"overdraft_limit":100,"owner":"Alice"}
 //! ```
 //!
 //! # Example

@@ -438,7 +438,10 @@ impl Writer {
                     });
                 }
                 match latest.get(&snapshot.stream) {
-                    Some(&j) if !snapshot.supersedes(&snapshots[j].0) => {}
+                    Some(&j)
+                        if snapshots
+                            .get(j)
+                            .is_some_and(|(earlier, _)| !snapshot.supersedes(earlier)) => {}
                     _ => {
                         latest.insert(&snapshot.stream, i);
                     }
@@ -546,8 +549,9 @@ impl Writer {
         }
         let mut deliveries = Vec::with_capacity(writes.len());
         for &i in writes {
-            let (request, _) = &appends[i];
-            let Some(Ok(Decision::Write { appended, .. })) = plan.decisions.get(i) else {
+            let (Some((request, _)), Some(Ok(Decision::Write { appended, .. }))) =
+                (appends.get(i), plan.decisions.get(i))
+            else {
                 continue;
             };
             let mut futures = Vec::with_capacity(request.events.len());
@@ -564,7 +568,9 @@ impl Writer {
         }
         let topic = self.ctx.names.snapshots(&self.topic);
         for &i in &plan.snapshots {
-            let (snapshot, _) = &snapshots[i];
+            let Some((snapshot, _)) = snapshots.get(i) else {
+                continue;
+            };
             let record = FutureRecord::to(&topic)
                 .partition(p)
                 .key(snapshot.stream.id())
@@ -623,7 +629,7 @@ impl Writer {
         &mut self,
         appends: Vec<PendingAppend>,
         snapshots: Vec<PendingSnapshot>,
-        mut plan: Plan,
+        plan: Plan,
         writes: &[usize],
         offsets: Vec<Vec<Offset>>,
     ) {
@@ -632,10 +638,11 @@ impl Writer {
         let committed_at = Timestamp::now();
         let mut end = Offset(self.shared.committed_end.load(Ordering::Acquire));
         for (&i, offsets) in writes.iter().zip(offsets) {
-            let Some(Ok(Decision::Write { appended, .. })) = plan.decisions.get(i) else {
+            let (Some((request, _)), Some(Ok(Decision::Write { appended, .. }))) =
+                (appends.get(i), plan.decisions.get(i))
+            else {
                 continue;
             };
-            let request = &appends[i].0;
             let appended = Appended {
                 offsets,
                 ..appended.clone()
@@ -685,7 +692,9 @@ impl Writer {
             results.insert(i, appended);
         }
         for &i in &plan.snapshots {
-            commit.snapshots.push(snapshots[i].0.clone());
+            if let Some((snapshot, _)) = snapshots.get(i) {
+                commit.snapshots.push(snapshot.clone());
+            }
         }
         commit.next_offset = Some(end);
         if let Err(e) = self.state.commit(&commit).await {
@@ -697,11 +706,10 @@ impl Writer {
         }
         self.shared.committed_end.store(end.0, Ordering::Release);
         self.ctx.commits.send_modify(|n| *n += 1);
-        for (i, (_, reply)) in appends.into_iter().enumerate() {
-            let answer = match (
-                plan.replay_of[i],
-                std::mem::replace(&mut plan.decisions[i], Err(Error::Closed)),
-            ) {
+        let answers = plan.decisions.into_iter().zip(plan.replay_of);
+        for (i, ((_, reply), (decision, replay_of))) in appends.into_iter().zip(answers).enumerate()
+        {
+            let answer = match (replay_of, decision) {
                 (Some(j), _) => results
                     .get(&j)
                     .cloned()
@@ -764,11 +772,12 @@ impl Writer {
                 ),
             ),
         };
-        for (i, ((_, reply), decision)) in appends.into_iter().zip(plan.decisions).enumerate() {
+        let decisions = plan.decisions.into_iter().zip(plan.replay_of);
+        for ((_, reply), (decision, replay_of)) in appends.into_iter().zip(decisions) {
             let answer = match decision {
                 _ if matches!(failure, Failure::Fenced(_)) => Err(error("append")),
                 Ok(Decision::Write { .. }) => Err(error("append")),
-                Ok(Decision::Replay(_)) if plan.replay_of[i].is_some() => Err(error("append")),
+                Ok(Decision::Replay(_)) if replay_of.is_some() => Err(error("append")),
                 Ok(Decision::Replay(a)) => Ok(a),
                 Err(e) => Err(e),
             };
