@@ -215,39 +215,48 @@ fn hot_account(c: &mut Criterion, rt: &Runtime, sqlite: &Arc<SqliteStore>) {
 }
 
 /// SQLite, commands that each open a fresh account: one writer, and 64 writers in steady
-/// loops.
+/// loops; plain, and with the `expect_new` hint (no read before deciding).
 fn fresh_accounts(c: &mut Criterion, rt: &Runtime, sqlite: &Arc<SqliteStore>) {
     let repo = Repository::<Account, _>::new(Arc::clone(sqlite));
     let counter = Arc::new(AtomicU64::new(0));
     let mut group = c.benchmark_group("sqlite/fresh_accounts");
     group
         .sample_size(10)
-        .measurement_time(Duration::from_secs(8))
-        .throughput(Throughput::Elements(1));
-    group.bench_function("keel/1_writer", |b| {
-        b.to_async(rt).iter(|| {
-            let (repo, counter) = (repo.clone(), Arc::clone(&counter));
-            async move {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                repo.execute(&format!("fresh-{n}"), open_cmd(n))
+        .measurement_time(Duration::from_secs(8));
+    for (name, expect_new) in [("keel", false), ("keel_expect_new", true)] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_function(format!("{name}/1_writer"), |b| {
+            b.to_async(rt).iter(|| {
+                let (repo, counter) = (repo.clone(), Arc::clone(&counter));
+                async move {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    repo.execute_with(&format!("fresh-{n}"), open_cmd(n), options(expect_new))
+                        .await
+                        .expect("open");
+                }
+            });
+        });
+        group.throughput(Throughput::Elements(64));
+        group.bench_function(format!("{name}/64_writers"), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let (repo, counter) = (repo.clone(), Arc::clone(&counter));
+                async move {
+                    writers(64, iters, &repo, &counter, expect_new, |_, n| {
+                        (format!("fresh-{n}"), open_cmd(n))
+                    })
                     .await
-                    .expect("open");
-            }
+                }
+            });
         });
-    });
-    group.throughput(Throughput::Elements(64));
-    group.bench_function("keel/64_writers", |b| {
-        b.to_async(rt).iter_custom(|iters| {
-            let (repo, counter) = (repo.clone(), Arc::clone(&counter));
-            async move {
-                writers(64, iters, &repo, &counter, |_, n| {
-                    (format!("fresh-{n}"), open_cmd(n))
-                })
-                .await
-            }
-        });
-    });
+    }
     group.finish();
+}
+
+fn options(expect_new: bool) -> keel::CommandOptions {
+    keel::CommandOptions {
+        expect_new,
+        ..keel::CommandOptions::default()
+    }
 }
 
 /// Runs `tasks` tasks of `each` commands, the command of task `t`'s `n`-th step given by
@@ -257,6 +266,7 @@ async fn writers<S: EventStore>(
     each: u64,
     repo: &Repository<Account, S>,
     counter: &Arc<AtomicU64>,
+    expect_new: bool,
     command: fn(u64, u64) -> (String, AccountCommand),
 ) -> Duration {
     let start = Instant::now();
@@ -267,7 +277,9 @@ async fn writers<S: EventStore>(
                 for _ in 0..each {
                     let n = counter.fetch_add(1, Ordering::Relaxed);
                     let (id, cmd) = command(t, n);
-                    repo.execute(&id, cmd).await.expect("command");
+                    repo.execute_with(&id, cmd, options(expect_new))
+                        .await
+                        .expect("command");
                 }
             })
         })
@@ -302,7 +314,7 @@ fn sixteen_accounts(c: &mut Criterion, rt: &Runtime, sqlite: &Arc<SqliteStore>) 
         group.bench_function(BenchmarkId::new("keel", history), |b| {
             b.to_async(rt).iter_custom(|iters| {
                 let (repo, counter) = (repo.clone(), Arc::clone(&counter));
-                async move { writers(64, iters, &repo, &counter, command).await }
+                async move { writers(64, iters, &repo, &counter, false, command).await }
             });
         });
     }
@@ -321,7 +333,7 @@ fn loads(c: &mut Criterion, rt: &Runtime, name: &str, store: Arc<dyn EventStore>
         let snapped = format!("load-snap-{events}");
         rt.block_on(async {
             seed(store.as_ref(), &plain, events - 1).await;
-            seed(store.as_ref(), &snapped, events - 51).await;
+            seed(store.as_ref(), &snapped, events - 52).await;
             // One command through a repository saving a snapshot every event, then 50 more
             // events written around it.
             Repository::<Account, _>::new(Arc::clone(&store))
@@ -385,6 +397,32 @@ fn ceilings(c: &mut Criterion, rt: &Runtime) {
     });
     let offset = AtomicU64::new(0);
     let mut group = c.benchmark_group("sqlite/ceiling");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    group.throughput(Throughput::Elements(1));
+    // What one writer's durable commands are bounded by: a one-row transaction, fsync'd.
+    group.bench_function("sqlx_one_row_commit", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let o = offset.fetch_add(1, Ordering::Relaxed) as i64;
+                let mut tx = conn.begin().await.expect("begin");
+                sqlx::query(
+                    "INSERT INTO events (part, log_offset, stream_id, version, event_type, \
+                     schema_version, payload, event_id, timestamp) \
+                     VALUES (1, ?, 'acc-1', ?, 'Deposited', 1, ?, ?, 0)",
+                )
+                .bind(o)
+                .bind(o)
+                .bind(&br#"{"amount":1}"#[..])
+                .bind(uuid::Uuid::now_v7().as_bytes().to_vec())
+                .execute(&mut *tx)
+                .await
+                .expect("insert");
+                tx.commit().await.expect("commit");
+            });
+        });
+    });
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(5));

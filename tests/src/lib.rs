@@ -17,6 +17,8 @@ pub mod book {
     pub mod kafka {}
     #[doc = include_str!("../../book/src/commands.md")]
     pub mod commands {}
+    #[doc = include_str!("../../book/src/speed.md")]
+    pub mod speed {}
     #[doc = include_str!("../../book/src/testing.md")]
     pub mod testing {}
     #[doc = include_str!("../../book/src/projections.md")]

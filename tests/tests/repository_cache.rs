@@ -212,3 +212,167 @@ async fn cancelled_commands_leave_nothing_half_done() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Counts the reads a repository makes, delegating everything to a real store.
+struct CountingReads<S> {
+    inner: S,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl<S> CountingReads<S> {
+    fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn count(&self) {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: EventStore> EventStore for CountingReads<S> {
+    async fn append(&self, request: keel::AppendRequest) -> keel::store::Result<keel::Appended> {
+        self.inner.append(request).await
+    }
+    async fn read_stream(
+        &self,
+        stream: &keel::StreamId,
+        from: StreamVersion,
+    ) -> keel::store::Result<Vec<keel::RecordedEvent>> {
+        self.count();
+        self.inner.read_stream(stream, from).await
+    }
+    async fn read_from_snapshot(
+        &self,
+        stream: &keel::StreamId,
+        shape: Option<u32>,
+    ) -> keel::store::Result<(Option<keel::Snapshot>, Vec<keel::RecordedEvent>)> {
+        self.count();
+        self.inner.read_from_snapshot(stream, shape).await
+    }
+    async fn stream_version(&self, stream: &keel::StreamId) -> keel::store::Result<StreamVersion> {
+        self.count();
+        self.inner.stream_version(stream).await
+    }
+    async fn command(
+        &self,
+        stream: &keel::StreamId,
+        command: &keel::CommandId,
+    ) -> keel::store::Result<Option<keel::store::CommandRecord>> {
+        self.count();
+        self.inner.command(stream, command).await
+    }
+    async fn read_partition(
+        &self,
+        topic: &keel::Topic,
+        partition: keel::Partition,
+        from: keel::Offset,
+        limit: usize,
+    ) -> keel::store::Result<Vec<keel::RecordedEvent>> {
+        self.count();
+        self.inner
+            .read_partition(topic, partition, from, limit)
+            .await
+    }
+    async fn head(
+        &self,
+        topic: &keel::Topic,
+        partition: keel::Partition,
+    ) -> keel::store::Result<keel::Offset> {
+        self.inner.head(topic, partition).await
+    }
+    async fn ensure_topic(
+        &self,
+        topic: &keel::Topic,
+        partitions: u32,
+    ) -> keel::store::Result<keel::store::TopicInfo> {
+        self.inner.ensure_topic(topic, partitions).await
+    }
+    async fn topics(&self) -> keel::store::Result<Vec<keel::store::TopicInfo>> {
+        self.inner.topics().await
+    }
+    async fn save_snapshot(&self, snapshot: keel::Snapshot) -> keel::store::Result<()> {
+        self.inner.save_snapshot(snapshot).await
+    }
+    async fn load_snapshot(
+        &self,
+        stream: &keel::StreamId,
+    ) -> keel::store::Result<Option<keel::Snapshot>> {
+        self.count();
+        self.inner.load_snapshot(stream).await
+    }
+    fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.subscribe_commits()
+    }
+    fn capabilities(&self) -> keel::store::Capabilities {
+        self.inner.capabilities()
+    }
+    fn stats(&self) -> keel::store::StoreStats {
+        self.inner.stats()
+    }
+}
+
+fn new_account() -> keel::CommandOptions {
+    keel::CommandOptions {
+        expect_new: true,
+        ..keel::CommandOptions::default()
+    }
+}
+
+/// With the `expect_new` hint a new aggregate is decided without a read; a wrong hint costs
+/// one wasted attempt and gives the same outcome as without it.
+#[tokio::test]
+async fn expect_new_skips_the_read_and_a_wrong_hint_changes_no_outcome() -> anyhow::Result<()> {
+    let (_dir, sqlite) = sqlite().await?;
+    let store = Arc::new(CountingReads {
+        inner: Arc::clone(&sqlite),
+        reads: Default::default(),
+    });
+    let repo = Repository::<Account, _>::new(Arc::clone(&store));
+    let done = repo
+        .execute_with("new-1", open("New"), new_account())
+        .await?;
+    assert_eq!((done.version, done.attempts), (StreamVersion(1), 1));
+    assert_eq!(
+        store.reads(),
+        0,
+        "a new aggregate is decided without a read"
+    );
+
+    // An existing account with 150 events (a snapshot at 100), not cached here.
+    let other = Repository::<Account, _>::new(Arc::clone(&sqlite));
+    other.execute("old", open("Old")).await?;
+    for _ in 0..149 {
+        other
+            .execute("old", AccountCommand::Deposit { amount: 1 })
+            .await?;
+    }
+    let refused = repo.execute_with("old", open("Again"), new_account()).await;
+    assert!(
+        matches!(refused, Err(Error::Rejected(AccountError::AlreadyOpen))),
+        "{refused:?}"
+    );
+    let deposit = repo
+        .execute_with("old", AccountCommand::Deposit { amount: 1 }, new_account())
+        .await?;
+    assert_eq!(deposit.version, StreamVersion(151));
+    // The first command on "old" decided on the default state (accepted: `open`), met the
+    // conflict, loaded and was rejected; the deposit then found the state cached.
+    assert_eq!(deposit.attempts, 1);
+    assert_eq!(repo.load("old").await?.state.balance(), 150);
+
+    // A deposit with the hint on an uncached existing account: refused on the default state
+    // (not open), checked against the store, then accepted on the loaded state.
+    let fresh = Repository::<Account, _>::new(Arc::clone(&store));
+    let before = store.reads();
+    let deposit = fresh
+        .execute_with("old", AccountCommand::Deposit { amount: 1 }, new_account())
+        .await?;
+    assert_eq!((deposit.version, deposit.attempts), (StreamVersion(152), 2));
+    assert_eq!(
+        store.reads() - before,
+        2,
+        "one version check, one load from the snapshot"
+    );
+    Ok(())
+}

@@ -11,11 +11,13 @@ use keel::{
     AppendRequest, EventStore, ExpectedVersion, NewEvent, Offset, Partition, StreamId, Topic,
 };
 
-/// Payload bytes to append: several times the bound the WAL is held to.
-const TO_WRITE: u64 = 4 * BOUND;
-/// The bound the test holds the store to (the store aims at 16 MiB; a WAL grows a little past
-/// its limit between two checkpoints).
-const BOUND: u64 = 48 * 1024 * 1024;
+/// The store's WAL limit in this test.
+const LIMIT: u64 = 2 * 1024 * 1024;
+/// The bound the test holds the store to: a WAL grows a little past its limit between two
+/// checkpoints.
+const BOUND: u64 = 3 * LIMIT;
+/// Payload bytes to append: several times the bound.
+const TO_WRITE: u64 = 8 * BOUND;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wal_stays_bounded_under_readers_and_is_truncated_when_quiet() -> anyhow::Result<()> {
@@ -23,6 +25,7 @@ async fn wal_stays_bounded_under_readers_and_is_truncated_when_quiet() -> anyhow
     let store = Arc::new(
         SqliteStore::builder(dir.path().join("wal.db"))
             .synchronous(Synchronous::Normal)
+            .wal_limit(LIMIT)
             .default_partitions(2)
             .open()
             .await?,

@@ -28,6 +28,17 @@ pub(super) struct Entry<A> {
     pub(super) snapshot_version: StreamVersion,
 }
 
+impl<A: Default> Entry<A> {
+    /// The state of a stream with no events.
+    pub(super) fn new() -> Self {
+        Self {
+            state: A::default(),
+            version: StreamVersion::INITIAL,
+            snapshot_version: StreamVersion::INITIAL,
+        }
+    }
+}
+
 /// One aggregate's place in the cache: the lock commands on it queue behind, and its state
 /// when one is cached.
 pub(super) type Slot<A> = tokio::sync::Mutex<Option<Entry<A>>>;

@@ -162,6 +162,12 @@ pub struct CommandOptions {
     pub causation_id: Option<Uuid>,
     /// Metadata copied onto every event written.
     pub metadata: Metadata,
+    /// A hint that the aggregate does not exist yet (its id is fresh): when it is not cached,
+    /// the command is decided on the aggregate's default state without reading the store.
+    /// The outcome is the same either way — if the aggregate does exist, the append meets a
+    /// conflict (or a rejection is checked against the store) and the command is decided
+    /// again on the loaded state — so a wrong hint only costs that wasted attempt.
+    pub expect_new: bool,
 }
 
 impl From<CommandId> for CommandOptions {
@@ -335,11 +341,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
     }
 
     async fn load_entry(&self, stream: &StreamId) -> Result<Entry<A>, Error<A::Error>> {
-        let mut entry = Entry {
-            state: A::default(),
-            version: StreamVersion::INITIAL,
-            snapshot_version: StreamVersion::INITIAL,
-        };
+        let mut entry = Entry::new();
         let shape = A::SNAPSHOT.map(|config| config.version);
         let (snapshot, records) = self
             .store
@@ -374,6 +376,21 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             entry.version = record.version;
         }
         Ok(entry)
+    }
+
+    /// Brings a stale entry up to date: the events after its version, or a whole load
+    /// (snapshot first) for an entry that never read the store.
+    async fn refresh(
+        &self,
+        stream: &StreamId,
+        entry: &mut Entry<A>,
+    ) -> Result<(), Error<A::Error>> {
+        if entry.version == StreamVersion::INITIAL {
+            *entry = self.load_entry(stream).await?;
+            Ok(())
+        } else {
+            self.catch_up(stream, entry).await
+        }
     }
 
     /// Folds the events after the entry's version into it.
@@ -439,6 +456,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             correlation_id,
             causation_id,
             metadata,
+            expect_new,
         } = options;
         let given = command_id.is_some();
         // Without a caller's id nobody can retry the command, so no idempotency record is
@@ -475,6 +493,9 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         self.cache.record(A::KIND, cached.is_some());
         let (mut entry, mut current) = match cached {
             Some(entry) => (entry, false),
+            // Not read: the append's expected version (0) or the check before a rejection
+            // finds out if the hint was wrong.
+            None if expect_new => (Entry::new(), false),
             None => (self.load_entry(&stream).await?, true),
         };
         let max_attempts = self.retry.max_attempts.max(1);
@@ -489,7 +510,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                     if !current {
                         current = true;
                         if self.store.as_ref().stream_version(&stream).await? != entry.version {
-                            self.catch_up(&stream, &mut entry).await?;
+                            self.refresh(&stream, &mut entry).await?;
                             continue;
                         }
                     }
@@ -559,7 +580,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                         return Err(Error::TooManyConflicts { stream, attempts });
                     }
                     tokio::time::sleep(self.retry.delay(attempts - 1)).await;
-                    self.catch_up(&stream, &mut entry).await?;
+                    self.refresh(&stream, &mut entry).await?;
                     current = true;
                 }
                 Err(e) => return Err(e.into()),

@@ -27,6 +27,8 @@
 //! # Ok(()) }
 //! ```
 
+mod migrate;
+mod packed;
 mod row;
 mod writer;
 
@@ -52,9 +54,6 @@ use self::writer::{Job, Shared, Writer};
 /// The largest group commit, in jobs.
 pub const MAX_BATCH: usize = 2048;
 
-/// The schema this version of Keel reads and writes.
-const SCHEMA_VERSION: &str = "1";
-
 /// How hard a commit is pushed to disk (SQLite's `synchronous` pragma).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -76,6 +75,7 @@ pub struct SqliteStoreBuilder {
     max_batch: usize,
     readers: u32,
     busy_timeout: Duration,
+    wal_limit: u64,
 }
 
 impl SqliteStoreBuilder {
@@ -109,6 +109,13 @@ impl SqliteStoreBuilder {
         self
     }
 
+    /// The size past which the write-ahead log is checkpointed and truncated, even if that
+    /// means holding writes back until readers let go of it (default 16 MiB).
+    pub fn wal_limit(mut self, bytes: u64) -> Self {
+        self.wal_limit = bytes.max(64 * 1024);
+        self
+    }
+
     /// Opens (creating if needed) the file and starts the writer thread.
     ///
     /// # Errors
@@ -138,6 +145,7 @@ impl SqliteStoreBuilder {
             max_batch: self.max_batch,
             wal_path: PathBuf::from(wal_path),
             busy_timeout: self.busy_timeout,
+            wal_limit: self.wal_limit,
         };
         let thread = std::thread::Builder::new()
             .name("keel-sqlite-writer".into())
@@ -161,7 +169,7 @@ impl SqliteStoreBuilder {
 
     fn open_writer(&self) -> Result<Connection> {
         let fail = |e: rusqlite::Error| Error::backend("open the SQLite file", e);
-        let conn = Connection::open(&self.path).map_err(fail)?;
+        let mut conn = Connection::open(&self.path).map_err(fail)?;
         conn.busy_timeout(self.busy_timeout).map_err(fail)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(fail)?;
@@ -177,33 +185,13 @@ impl SqliteStoreBuilder {
         conn.pragma_update(
             None,
             "journal_size_limit",
-            i64::try_from(writer::WAL_LIMIT_BYTES).unwrap_or(i64::MAX),
+            i64::try_from(self.wal_limit).unwrap_or(i64::MAX),
         )
         .map_err(fail)?;
         conn.set_prepared_statement_cache_capacity(64);
-        migrate(&conn)?;
+        migrate::migrate(&mut conn)?;
         Ok(conn)
     }
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    let fail = |e| Error::backend("create the SQLite schema", e);
-    conn.execute_batch(include_str!("schema.sql"))
-        .map_err(fail)?;
-    let version: String = conn
-        .query_row(
-            "SELECT value FROM keel_meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .map_err(fail)?;
-    if version != SCHEMA_VERSION {
-        return Err(Error::backend(
-            "open the SQLite file",
-            format!("the file has schema version {version}; this keel reads {SCHEMA_VERSION}"),
-        ));
-    }
-    Ok(())
 }
 
 /// The read-only connections: opened on demand, at most as many at once as permits.
@@ -306,6 +294,7 @@ impl SqliteStore {
             max_batch: 512,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
+            wal_limit: writer::DEFAULT_WAL_LIMIT,
         }
     }
 
@@ -453,18 +442,14 @@ impl EventStore for SqliteStore {
                 let Some(shape) = shape else {
                     return Ok((None, stream_events(conn, &stream, StreamVersion(1))?));
                 };
-                // One read transaction: the snapshot and the events after it agree.
-                let fail = |e| Error::backend("read a stream", e);
-                conn.execute_batch("BEGIN").map_err(fail)?;
-                let read = (|| {
-                    let snapshot = stream_snapshot(conn, &stream)?.filter(|s| s.shape == shape);
-                    let from = snapshot
-                        .as_ref()
-                        .map_or(StreamVersion(1), |s| s.version.next());
-                    Ok((snapshot, stream_events(conn, &stream, from)?))
-                })();
-                conn.execute_batch("COMMIT").map_err(fail)?;
-                read
+                // No read transaction is needed: events never change once written and
+                // versions are dense, so the events read after the snapshot are exactly those
+                // after its version, whatever commits in between.
+                let snapshot = stream_snapshot(conn, &stream)?.filter(|s| s.shape == shape);
+                let from = snapshot
+                    .as_ref()
+                    .map_or(StreamVersion(1), |s| s.version.next());
+                Ok((snapshot, stream_events(conn, &stream, from)?))
             })
             .await
     }

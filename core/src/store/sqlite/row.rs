@@ -1,18 +1,16 @@
 //! Turning SQLite rows back into records and snapshots, with damage reported as
 //! [`Error::Corrupt`].
 
-use rusqlite::Row;
-use rusqlite::types::ValueRef;
-use uuid::Uuid;
-
-use crate::envelope::{Metadata, RecordedEvent, Timestamp};
-use crate::ids::{CommandId, Offset, Partition, Position, StreamId, StreamVersion, Topic};
+use crate::envelope::{RecordedEvent, Timestamp};
+use crate::ids::{Offset, Partition, Position, StreamId, StreamVersion, Topic};
 use crate::snapshot::Snapshot;
 use crate::store::{Error, Result};
+use rusqlite::Row;
+use rusqlite::types::ValueRef;
 
 /// The columns [`record`] reads, in a `SELECT`, in this order.
-pub(super) const COLUMNS: &str = "part, log_offset, stream_id, version, event_type, schema_version, \
-     payload, event_id, command_id, correlation_id, causation_id, timestamp, metadata";
+pub(super) const COLUMNS: &str =
+    "part, log_offset, stream_id, version, event_type, schema_version, payload, envelope";
 
 /// A record of `topic` (and of `stream`, when the caller read one stream) from a row of
 /// [`COLUMNS`].
@@ -46,47 +44,9 @@ pub(super) fn record(
     let schema_version = u32::try_from(number(5, "schema_version")?)
         .map_err(|_| corrupt("schema version out of range".into()))?;
     let payload = blob(row, 6).map_err(|e| corrupt(format!("payload: {e}")))?;
-    let uuid = |col: usize, name: &str| -> Result<Option<Uuid>> {
-        match row.get_ref(col) {
-            Ok(ValueRef::Null) => Ok(None),
-            Ok(ValueRef::Blob(b)) => Uuid::from_slice(b)
-                .map(Some)
-                .map_err(|e| corrupt(format!("column {name}: {e}"))),
-            Ok(other) => Err(corrupt(format!(
-                "column {name}: expected a blob, found {}",
-                other.data_type()
-            ))),
-            Err(e) => Err(corrupt(format!("column {name}: {e}"))),
-        }
-    };
-    let event_id = uuid(7, "event_id")?.ok_or_else(|| corrupt("event_id is null".into()))?;
-    let command_id = match row.get_ref(8) {
-        Ok(ValueRef::Null) => None,
-        Ok(ValueRef::Text(t)) => {
-            Some(CommandId::from_bytes(t).map_err(|e| corrupt(format!("command id: {e}")))?)
-        }
-        Ok(other) => {
-            return Err(corrupt(format!(
-                "command_id: expected text, found {}",
-                other.data_type()
-            )));
-        }
-        Err(e) => return Err(corrupt(format!("command_id: {e}"))),
-    };
-    let metadata = match row.get_ref(12) {
-        Ok(ValueRef::Null) => Metadata::new(),
-        Ok(ValueRef::Text(b"")) => Metadata::new(),
-        Ok(ValueRef::Text(t)) => {
-            serde_json::from_slice(t).map_err(|e| corrupt(format!("metadata: {e}")))?
-        }
-        Ok(other) => {
-            return Err(corrupt(format!(
-                "metadata: expected text, found {}",
-                other.data_type()
-            )));
-        }
-        Err(e) => return Err(corrupt(format!("metadata: {e}"))),
-    };
+    let envelope = blob(row, 7)
+        .map_err(|e| corrupt(format!("envelope: {e}")))
+        .and_then(|b| super::packed::unpack(b).map_err(corrupt))?;
     Ok(RecordedEvent {
         position: Position {
             topic: topic.clone(),
@@ -98,12 +58,12 @@ pub(super) fn record(
         event_type: event_type.to_owned(),
         schema_version,
         payload: payload.to_vec(),
-        event_id,
-        command_id,
-        correlation_id: uuid(9, "correlation_id")?,
-        causation_id: uuid(10, "causation_id")?,
-        timestamp: Timestamp(number(11, "timestamp")?),
-        metadata,
+        event_id: envelope.event_id,
+        command_id: envelope.command_id,
+        correlation_id: envelope.correlation_id,
+        causation_id: envelope.causation_id,
+        timestamp: envelope.timestamp,
+        metadata: envelope.metadata,
     })
 }
 

@@ -1,11 +1,11 @@
--- Keel's SQLite event store, schema version 1. Every statement is idempotent.
+-- Keel's SQLite event store, schema version 2. Every statement is idempotent.
 
 CREATE TABLE IF NOT EXISTS keel_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 
-INSERT OR IGNORE INTO keel_meta (key, value) VALUES ('schema_version', '1');
+INSERT OR IGNORE INTO keel_meta (key, value) VALUES ('schema_version', '2');
 
 -- A topic and its partition count, fixed at creation.
 CREATE TABLE IF NOT EXISTS keel_topics (
@@ -22,26 +22,24 @@ CREATE TABLE IF NOT EXISTS keel_partitions (
     PRIMARY KEY (topic, part)
 ) WITHOUT ROWID;
 
--- The log. The stream index doubles as a guard: a version is never written twice.
+-- The log, kept in stream order so that loading an aggregate reads its events side by side;
+-- the offset index serves partition reads (and doubles as a guard: an offset is never written
+-- twice, as the primary key guards versions). `envelope` packs the event id, timestamp,
+-- command, correlation and causation ids and metadata (see packed.rs).
 CREATE TABLE IF NOT EXISTS keel_events (
     topic          TEXT NOT NULL,
-    part           INTEGER NOT NULL,
-    log_offset     INTEGER NOT NULL,
     stream_id      TEXT NOT NULL,
     version        INTEGER NOT NULL,
+    part           INTEGER NOT NULL,
+    log_offset     INTEGER NOT NULL,
     event_type     TEXT NOT NULL,
     schema_version INTEGER NOT NULL,
     payload        BLOB NOT NULL,
-    event_id       BLOB NOT NULL,
-    command_id     TEXT,
-    correlation_id BLOB,
-    causation_id   BLOB,
-    timestamp      INTEGER NOT NULL,
-    metadata       TEXT,
-    PRIMARY KEY (topic, part, log_offset)
+    envelope       BLOB NOT NULL,
+    PRIMARY KEY (topic, stream_id, version)
 ) WITHOUT ROWID;
 
-CREATE UNIQUE INDEX IF NOT EXISTS keel_events_by_stream ON keel_events (topic, stream_id, version);
+CREATE UNIQUE INDEX IF NOT EXISTS keel_events_by_offset ON keel_events (topic, part, log_offset);
 
 -- Each stream's current version and partition.
 CREATE TABLE IF NOT EXISTS keel_streams (

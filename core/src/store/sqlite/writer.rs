@@ -22,7 +22,8 @@
 //!
 //! Between batches the writer keeps the write-ahead log bounded, even while readers never
 //! stop (they would starve SQLite's own checkpoints): a passive checkpoint after every
-//! [`CHECKPOINT_EVERY`] commits; when a commit leaves the WAL past [`WAL_LIMIT_BYTES`], a
+//! [`CHECKPOINT_EVERY`] commits; when a commit leaves the WAL past its limit
+//! ([`DEFAULT_WAL_LIMIT`] unless configured), a
 //! truncating one that waits for readers (longer after each failure, holding writes back
 //! meanwhile); and a truncating one when the queue has been idle for [`IDLE`]. The WAL's size
 //! is published in the store's stats after every commit.
@@ -36,7 +37,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Statement};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::to_i64;
+use super::{packed, to_i64};
 use crate::envelope::Fingerprint;
 use crate::ids::{Offset, Partition, StreamId, StreamVersion, Topic};
 use crate::snapshot::Snapshot;
@@ -51,7 +52,7 @@ pub(super) const IDLE: Duration = Duration::from_millis(200);
 
 /// Past this size the WAL is checkpointed and truncated, waiting for readers if need be; a
 /// WAL restarted by SQLite itself is cut back to it (`journal_size_limit`).
-pub(super) const WAL_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+pub(super) const DEFAULT_WAL_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Work for the writer.
 pub(super) enum Job {
@@ -91,6 +92,7 @@ pub(super) struct Writer {
     pub(super) max_batch: usize,
     pub(super) wal_path: std::path::PathBuf,
     pub(super) busy_timeout: Duration,
+    pub(super) wal_limit: u64,
 }
 
 /// One batch failure, shared by every caller in the batch.
@@ -151,10 +153,16 @@ impl Writer {
                 match tokio::time::timeout(IDLE, self.jobs.recv()).await {
                     Ok(job) => job,
                     Err(_) => {
-                        // Quiet: fold the WAL back and truncate it.
-                        self.checkpoint("TRUNCATE", Duration::from_millis(20));
-                        since_checkpoint = 0;
-                        dirty = false;
+                        // Quiet: fold the WAL back and truncate it. Readers may be in the
+                        // way: try again after the next quiet spell, waiting longer.
+                        let wait = Duration::from_millis(20 << over_limit.min(6));
+                        if self.checkpoint("TRUNCATE", wait) {
+                            over_limit = 0;
+                            since_checkpoint = 0;
+                            dirty = false;
+                        } else {
+                            over_limit += 1;
+                        }
                         continue;
                     }
                 }
@@ -192,7 +200,7 @@ impl Writer {
                 dirty = true;
                 since_checkpoint += 1;
                 let wal = self.wal_size();
-                if wal > WAL_LIMIT_BYTES {
+                if wal > self.wal_limit {
                     // Readers keep the WAL from restarting: wait for them, longer each time it
                     // fails (writes wait too: that is the back-pressure).
                     let wait = Duration::from_millis(10 << over_limit.min(7));
@@ -347,7 +355,7 @@ impl Writer {
         batch: &[&AppendRequest],
         snapshots: &[&Snapshot],
     ) -> rusqlite::Result<BatchOutcome> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.exec("BEGIN IMMEDIATE")?;
         let mut ledger = self.load(batch, snapshots)?;
         let decisions: Vec<Result<Decision>> = batch.iter().map(|r| ledger.decide(r)).collect();
         let plan = plan_snapshots(snapshots, &ledger);
@@ -360,7 +368,7 @@ impl Writer {
             })
             .collect();
         if writes.is_empty() && plan.writes.is_empty() {
-            self.conn.execute_batch("COMMIT")?;
+            self.exec("COMMIT")?;
             return Ok((decisions, plan.answers, false));
         }
         if !writes.is_empty() {
@@ -382,8 +390,13 @@ impl Writer {
             self.upsert_heads(&writes, &ledger)?;
         }
         self.upsert_snapshots(&plan.writes)?;
-        self.conn.execute_batch("COMMIT")?;
+        self.exec("COMMIT")?;
         Ok((decisions, plan.answers, true))
+    }
+
+    /// Runs a statement without parameters or rows, prepared once.
+    fn exec(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.raw_execute().map(|_| ())
     }
 
     /// Reads what the batch touches, inside its transaction.
@@ -464,9 +477,8 @@ impl Writer {
     }
 
     fn insert_events(&self, writes: &[(&AppendRequest, &Appended)]) -> rusqlite::Result<()> {
-        const COLUMNS: &str = "topic, part, log_offset, stream_id, version, event_type, \
-                               schema_version, payload, event_id, command_id, correlation_id, \
-                               causation_id, timestamp, metadata";
+        const COLUMNS: &str = "topic, stream_id, version, part, log_offset, event_type, \
+                               schema_version, payload, envelope";
         let rows: Vec<_> = writes
             .iter()
             .flat_map(|(request, appended)| {
@@ -475,7 +487,17 @@ impl Writer {
                     .iter()
                     .zip(appended.offsets.iter().zip(appended.versions()))
                     .map(move |(event, (offset, version))| {
-                        (*request, *appended, event, *offset, version)
+                        let command = request.command.as_ref();
+                        let metadata = validate::metadata_json(event).unwrap_or_default();
+                        let envelope = packed::pack(
+                            event.event_id,
+                            event.timestamp,
+                            command.map(|c| &c.id),
+                            command.and_then(|c| c.correlation_id),
+                            command.and_then(|c| c.causation_id),
+                            &metadata,
+                        );
+                        (*request, *appended, event, *offset, version, envelope)
                     })
             })
             .collect();
@@ -483,34 +505,19 @@ impl Writer {
             &self.conn,
             "keel_events",
             COLUMNS,
-            14,
+            9,
             &rows,
             |stmt, at, row| {
-                let (request, appended, event, offset, version) = row;
-                let command = request.command.as_ref();
-                let metadata = validate::metadata_json(event)
-                    .ok()
-                    .filter(|m| !m.is_empty());
+                let (request, appended, event, offset, version, envelope) = row;
                 stmt.raw_bind_parameter(at, request.stream.kind())?;
-                stmt.raw_bind_parameter(at + 1, i64::from(appended.partition.0))?;
-                stmt.raw_bind_parameter(at + 2, to_i64(offset.0))?;
-                stmt.raw_bind_parameter(at + 3, request.stream.id())?;
-                stmt.raw_bind_parameter(at + 4, to_i64(version.0))?;
+                stmt.raw_bind_parameter(at + 1, request.stream.id())?;
+                stmt.raw_bind_parameter(at + 2, to_i64(version.0))?;
+                stmt.raw_bind_parameter(at + 3, i64::from(appended.partition.0))?;
+                stmt.raw_bind_parameter(at + 4, to_i64(offset.0))?;
                 stmt.raw_bind_parameter(at + 5, event.event_type.as_str())?;
                 stmt.raw_bind_parameter(at + 6, i64::from(event.schema_version))?;
                 stmt.raw_bind_parameter(at + 7, event.payload.as_slice())?;
-                stmt.raw_bind_parameter(at + 8, event.event_id.as_bytes().as_slice())?;
-                stmt.raw_bind_parameter(at + 9, command.map(|c| c.id.as_str()))?;
-                stmt.raw_bind_parameter(
-                    at + 10,
-                    command.and_then(|c| c.correlation_id.map(|u| u.into_bytes())),
-                )?;
-                stmt.raw_bind_parameter(
-                    at + 11,
-                    command.and_then(|c| c.causation_id.map(|u| u.into_bytes())),
-                )?;
-                stmt.raw_bind_parameter(at + 12, event.timestamp.0)?;
-                stmt.raw_bind_parameter(at + 13, metadata)?;
+                stmt.raw_bind_parameter(at + 8, envelope.as_slice())?;
                 Ok(())
             },
         )
@@ -619,8 +626,40 @@ impl Writer {
     }
 }
 
-/// Inserts `rows` into `table` with multi-row `INSERT`s of a few fixed sizes (so their
-/// prepared statements are reused), binding each row's `width` values with `bind`.
+/// Rows per multi-row `INSERT`, largest first: a batch is written with the fewest
+/// statements of these sizes, so their prepared statements are reused. 256 rows of 9 values
+/// stay far below SQLite's limit of 32,766 bound values.
+const CHUNK_SIZES: [usize; 4] = [256, 32, 4, 1];
+
+/// The text of a multi-row `INSERT` of `rows` rows into `table`, built once per size.
+fn insert_sql(table: &str, columns: &str, width: usize, size_index: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        CHUNK_SIZES
+            .iter()
+            .map(|&rows| {
+                let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+                for r in 0..rows {
+                    sql.push_str(if r == 0 { "(" } else { ",(" });
+                    for c in 0..width {
+                        let _ = write!(
+                            sql,
+                            "{}?{}",
+                            if c == 0 { "" } else { "," },
+                            r * width + c + 1
+                        );
+                    }
+                    sql.push(')');
+                }
+                sql
+            })
+            .collect()
+    });
+    all.get(size_index).map_or("", String::as_str)
+}
+
+/// Inserts `rows` into `keel_events` with multi-row `INSERT`s of the [`CHUNK_SIZES`], binding
+/// each row's `width` values with `bind`.
 fn for_chunks<T>(
     conn: &Connection,
     table: &str,
@@ -629,27 +668,16 @@ fn for_chunks<T>(
     rows: &[T],
     mut bind: impl FnMut(&mut Statement<'_>, usize, &T) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    /// Rows per statement, largest first; 256 rows of 14 values stay far below SQLite's
-    /// limit of 32,766 bound values.
-    const SIZES: [usize; 4] = [256, 32, 4, 1];
     let mut rest = rows;
     while !rest.is_empty() {
-        let size = SIZES.into_iter().find(|&s| s <= rest.len()).unwrap_or(1);
+        let (index, size) = CHUNK_SIZES
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|&(_, s)| s <= rest.len())
+            .unwrap_or((CHUNK_SIZES.len() - 1, 1));
         let (chunk, tail) = rest.split_at(size);
-        let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
-        for r in 0..size {
-            sql.push_str(if r == 0 { "(" } else { ",(" });
-            for c in 0..width {
-                let _ = write!(
-                    sql,
-                    "{}?{}",
-                    if c == 0 { "" } else { "," },
-                    r * width + c + 1
-                );
-            }
-            sql.push(')');
-        }
-        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(insert_sql(table, columns, width, index))?;
         for (r, row) in chunk.iter().enumerate() {
             bind(&mut stmt, r * width + 1, row)?;
         }
