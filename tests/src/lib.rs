@@ -16,6 +16,9 @@ pub mod book {
     pub mod sqlite {}
     #[doc = include_str!("../../book/src/durability.md")]
     pub mod durability {}
+    #[cfg(feature = "kafka")]
+    #[doc = include_str!("../../book/src/kafka.md")]
+    pub mod kafka {}
     #[doc = include_str!("../../book/src/commands.md")]
     pub mod commands {}
     #[doc = include_str!("../../book/src/speed.md")]

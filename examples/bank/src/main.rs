@@ -15,6 +15,13 @@
 //! cargo run -p bank -- projections status
 //! ```
 //!
+//! With `--kafka HOST:PORT` (or `BANK_KAFKA`) the log lives on Apache Kafka instead, in topic
+//! `account` (views stay in the SQLite file); build with `--features kafka`:
+//!
+//! ```text
+//! cargo run -p bank --features kafka -- --kafka 127.0.0.1:9092
+//! ```
+//!
 //! Exit codes: 0 on success, 1 when the bank refuses a command (or the file fails), 2 for a
 //! usage error such as an amount that is not a positive whole number.
 
@@ -26,9 +33,14 @@ use std::process::ExitCode;
 use args::Checked;
 
 use anyhow::Context as _;
-use bank::{Account, AccountEvent, Bank, TransferError};
+use bank::{Account, AccountEvent, TransferError};
 use clap::{Parser, Subcommand};
 use keel::{Aggregate as _, CommandId, Committed, EventStore as _, Partition, Topic};
+
+mod backend;
+
+/// The bank, on the log the command line chose.
+type Bank = backend::AnyBank;
 
 /// Accounts, deposits, withdrawals and transfers, event-sourced with keel in a SQLite file.
 ///
@@ -39,6 +51,20 @@ struct Cli {
     /// The SQLite file holding the log (created if missing).
     #[arg(long, env = "BANK_DB", default_value = "bank.db", global = true)]
     db: PathBuf,
+
+    /// Keep the log on Apache Kafka at these bootstrap servers (`host:port[,…]`) instead of
+    /// the SQLite file, which then holds only the views. Needs the `kafka` feature.
+    #[arg(long, env = "BANK_KAFKA", global = true)]
+    kafka: Option<String>,
+
+    /// The replication factor of the Kafka topics the bank creates (1 for a single broker).
+    #[arg(
+        long,
+        env = "BANK_KAFKA_REPLICATION",
+        default_value_t = 1,
+        global = true
+    )]
+    kafka_replication: u16,
 
     #[command(subcommand)]
     command: Option<Cmd>,
@@ -140,14 +166,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let bank = Bank::open_sqlite(&cli.db)
-        .await
-        .with_context(|| format!("cannot open {}", args::cut(&cli.db.display().to_string())))?;
+    let (bank, log) =
+        backend::Log::open(&cli.db, cli.kafka.as_deref(), cli.kafka_replication).await?;
     let result = match cli.command {
-        None => scenario(&bank, &cli.db).await,
+        None => scenario(&bank, &cli.db, &log.describe(&cli.db)).await,
         Some(command) => execute(&bank, &cli.db, command).await,
     };
-    bank.close().await;
+    drop(bank);
+    log.close().await;
     result
 }
 
@@ -435,7 +461,7 @@ const ALICE_OVERDRAFT: u64 = 100;
 /// which run this is.
 const ALICE_DEPOSIT_ID: &str = "scenario-deposit-alice-";
 
-async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
+async fn scenario(bank: &Bank, db: &Path, where_log: &str) -> anyhow::Result<()> {
     let alice = bank.show("alice").await?;
     let run = 1 + alice
         .lines
@@ -447,8 +473,7 @@ async fn scenario(bank: &Bank, db: &Path) -> anyhow::Result<()> {
         })
         .count();
     println!(
-        "scenario run {run} on {}: the log holds {} account events, alice is at version {}",
-        db.display(),
+        "scenario run {run} on {where_log}: the log holds {} account events, alice is at version {}",
         log_length(bank).await?,
         alice.version
     );
@@ -577,8 +602,8 @@ async fn projections_of(
     )
 }
 
-/// How many events the `account` topic holds: the sum of its partitions' heads (offsets are
-/// dense from 0 on SQLite).
+/// How many events the `account` topic holds: the sum of its partitions' heads where offsets
+/// are dense from 0 (SQLite), else a count of the records (Kafka's offsets skip markers).
 async fn log_length(bank: &Bank) -> anyhow::Result<u64> {
     let store = bank.accounts().store();
     let topic = Topic::new(Account::KIND)?;
@@ -592,7 +617,18 @@ async fn log_length(bank: &Bank) -> anyhow::Result<u64> {
     };
     let mut total = 0;
     for partition in 0..info.partitions {
-        total += store.head(&topic, Partition(partition)).await?.0;
+        let partition = Partition(partition);
+        if store.capabilities().dense_offsets {
+            total += store.head(&topic, partition).await?.0;
+            continue;
+        }
+        let mut from = keel::Offset(0);
+        loop {
+            let page = store.read_partition(&topic, partition, from, 1000).await?;
+            let Some(last) = page.last() else { break };
+            from = last.offset().next();
+            total += page.len() as u64;
+        }
     }
     Ok(total)
 }
