@@ -98,8 +98,12 @@ pub enum DecodeErrorKind {
 /// Stored bytes did not become an event: which record, which type, and why.
 ///
 /// Reading goes on past such a record: this error names it so it can be fixed, upcast or
-/// parked; nothing is skipped in silence.
-#[derive(Debug, thiserror::Error)]
+/// parked; nothing is skipped in silence. Its message ends with the [`DecodeErrorKind`]; its
+/// [`source`](std::error::Error::source) is the kind's own cause (serde's error), so a chain
+/// says each part once: `cannot decode event type "Deposited" (schema v1) of stream
+/// account/a version 2 at topic account partition 0 offset 1: payload does not decode:
+/// invalid type: string "x", expected u64 at line 1 column 14`.
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct DecodeError {
     /// The stored type name.
@@ -111,8 +115,14 @@ pub struct DecodeError {
     /// Its stream and version, when known.
     pub stream: Option<(StreamId, StreamVersion)>,
     /// Why it failed.
-    #[source]
     pub kind: DecodeErrorKind,
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The kind is part of the message: its cause comes next.
+        std::error::Error::source(&self.kind)
+    }
 }
 
 impl fmt::Display for DecodeError {

@@ -24,9 +24,10 @@ use crate::valid;
 ///
 /// # Errors
 ///
-/// Every problem with the input at once. When enough is known to write the impl (the event and
-/// error types), the errors come back inside `Ok` with it, so code using the aggregate sees one
-/// error, not one per use.
+/// Every problem with the input at once. Unless the struct is generic, the errors come back
+/// inside `Ok` with the impl — with stand-in types for an event or error type the attribute
+/// does not name, and the value of a misspelt key for the key meant — so code using the
+/// aggregate sees one error, not one per use.
 pub(crate) fn derive(input: TokenStream) -> syn::Result<TokenStream> {
     let input: DeriveInput = syn::parse2(input)?;
     let mut errors = Errors::default();
@@ -51,6 +52,29 @@ struct AggregateModel<'a> {
     event: Type,
     error: Type,
     snapshot: Option<SnapshotAttr>,
+    /// A fallback after an error that left the event or error type unknown: the impl has
+    /// stand-in types and a body that applies nothing, so only the error itself is reported.
+    stub: bool,
+}
+
+impl<'a> AggregateModel<'a> {
+    /// The impl to emit after an error that left nothing known but the name.
+    fn fallback(ident: &'a Ident) -> Self {
+        Self {
+            ident,
+            kind: LitStr::new("", ident.span()),
+            event: missing(),
+            error: missing(),
+            snapshot: None,
+            stub: true,
+        }
+    }
+}
+
+/// The stand-in for a type `#[aggregate(...)]` does not name (an `Event` and an error type
+/// with no values).
+fn missing() -> Type {
+    syn::parse_quote!(::keel::__private::Missing)
 }
 
 /// `snapshot(version = N, every = M)`.
@@ -71,6 +95,7 @@ struct AggregateAttr {
 }
 
 const EXPECTED_KEYS: &str = "`kind`, `event`, `error` or `snapshot`";
+const KEYS: &[&str] = &["kind", "event", "error", "snapshot"];
 
 fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateModel<'a>> {
     match &input.data {
@@ -104,7 +129,7 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateMod
             "`#[derive(Aggregate)]` needs `#[aggregate(kind = \"...\", event = ..., error = ...)]` \
              on the struct",
         );
-        return None;
+        return Some(AggregateModel::fallback(&input.ident));
     };
     let parsed = aggregate_attr(&attrs, errors);
     let kind = if let Some(kind) = parsed.kind {
@@ -134,11 +159,13 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<AggregateMod
              `error = AccountError`",
         );
     }
+    // A missing type is reported above; the fallback type keeps the impl whole.
     Some(AggregateModel {
         ident: &input.ident,
         kind,
-        event: parsed.event?,
-        error: parsed.error?,
+        stub: parsed.event.is_none() || parsed.error.is_none(),
+        event: parsed.event.unwrap_or_else(missing),
+        error: parsed.error.unwrap_or_else(missing),
         snapshot: parsed.snapshot,
     })
 }
@@ -147,6 +174,7 @@ const ONLY_STRUCTS: &str = "`Aggregate` can only be derived for structs: the agg
 
 fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
     let mut parsed = AggregateAttr::default();
+    let mut misspelt = AggregateAttr::default();
     for attr in attrs {
         let result = attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("kind") {
@@ -162,6 +190,14 @@ fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
             } else if meta.path.is_ident("snapshot") {
                 let snapshot = snapshot_attr(&meta, errors)?;
                 attr::set_once(&mut parsed.snapshot, snapshot, &meta, "aggregate", errors);
+            } else if let Some(meant) = attr::misspelt(&meta, "aggregate", KEYS, errors) {
+                // Reported; its value stands for the key meant, unless that key is given too.
+                match meant {
+                    "kind" => misspelt.kind = errors.ok(attr::lit_str(&meta)),
+                    "event" => misspelt.event = Some(meta.value()?.parse()?),
+                    "error" => misspelt.error = Some(meta.value()?.parse()?),
+                    _ => misspelt.snapshot = Some(snapshot_attr(&meta, errors)?),
+                }
             } else {
                 attr::unknown_key(&meta, "aggregate", EXPECTED_KEYS, errors)?;
             }
@@ -169,7 +205,12 @@ fn aggregate_attr(attrs: &[&Attribute], errors: &mut Errors) -> AggregateAttr {
         });
         errors.ok(result);
     }
-    parsed
+    AggregateAttr {
+        kind: parsed.kind.or(misspelt.kind),
+        event: parsed.event.or(misspelt.event),
+        error: parsed.error.or(misspelt.error),
+        snapshot: parsed.snapshot.or(misspelt.snapshot),
+    }
 }
 
 /// `snapshot`, `snapshot(version = N)`, `snapshot(every = M)` or both keys.
@@ -226,11 +267,16 @@ fn expand(model: &AggregateModel<'_>) -> TokenStream {
         event,
         error,
         snapshot,
+        stub,
     } = model;
     // A missing `Apply<Event>` impl is reported at the `event = ...` type, a missing `Default`
     // (the supertrait) once, at the struct's name: the rest of the impl carries its span.
-    let apply = quote_spanned! {event.span()=>
-        <Self as ::keel::Apply<#event>>::apply(self, __event)
+    let apply = if *stub {
+        quote_spanned! {ident.span()=> let _ = __event; }
+    } else {
+        quote_spanned! {event.span()=>
+            <Self as ::keel::Apply<#event>>::apply(self, __event)
+        }
     };
     // Serde bounds are reported at the `snapshot` key.
     let snapshot = snapshot.as_ref().map(|s| {
@@ -377,6 +423,73 @@ mod tests {
                 "missing `error` in `#[aggregate(...)]`: why its commands are rejected, such as `error = AccountError`",
             ]
         );
+    }
+
+    #[test]
+    fn a_misspelt_key_is_one_error_and_its_value_stands_for_the_key_meant() {
+        let tokens = derive(quote! {
+            #[aggregate(Kind = "book", events = BookEvent, errors = BookError)]
+            struct Book;
+        })
+        .expect("a fallback");
+        assert_eq!(
+            crate::errors::messages(Ok(tokens.clone())),
+            [
+                "unknown key `Kind` in `#[aggregate(...)]`; did you mean `kind`?",
+                "unknown key `events` in `#[aggregate(...)]`; did you mean `event`?",
+                "unknown key `errors` in `#[aggregate(...)]`; did you mean `error`?",
+            ]
+        );
+        let out = tokens.to_string();
+        assert!(
+            out.contains("const KIND : & 'static :: core :: primitive :: str = \"book\""),
+            "{out}"
+        );
+        assert!(out.contains("type Event = BookEvent ;"), "{out}");
+        assert!(out.contains("type Error = BookError ;"), "{out}");
+        assert!(out.contains("Apply < BookEvent >"), "{out}");
+    }
+
+    #[test]
+    fn a_misspelt_key_beside_the_right_one_leaves_the_right_one_in_force() {
+        let out = derive(quote! {
+            #[aggregate(kind = "book", events = Wrong, event = BookEvent, error = BookError)]
+            struct Book;
+        })
+        .expect("a fallback");
+        assert_eq!(
+            crate::errors::messages(Ok(out.clone())),
+            ["unknown key `events` in `#[aggregate(...)]`; did you mean `event`?"]
+        );
+        assert!(out.to_string().contains("type Event = BookEvent ;"));
+    }
+
+    #[test]
+    fn missing_types_still_yield_a_stub_impl() {
+        for input in [
+            quote!(
+                #[aggregate(kind = "book", error = E)]
+                struct Book;
+            ),
+            quote!(
+                #[aggregate(kind = "book", event = E)]
+                struct Book;
+            ),
+            quote!(
+                struct Book;
+            ),
+        ] {
+            let tokens = derive(input.clone()).expect("a fallback");
+            assert_eq!(
+                crate::errors::messages(Ok(tokens.clone())).len(),
+                1,
+                "{input}"
+            );
+            let out = tokens.to_string();
+            assert!(out.contains("impl :: keel :: Aggregate for Book"), "{out}");
+            assert!(out.contains(":: keel :: __private :: Missing"), "{out}");
+            assert!(!out.contains("Apply"), "a stub applies nothing: {out}");
+        }
     }
 
     #[test]

@@ -56,6 +56,52 @@ pub(crate) fn unknown_key(
     Ok(())
 }
 
+/// If `meta`'s key is a near miss of one of `keys` (`events` for `event`, `Kind` for `kind`,
+/// `evnet`), reports it as such ("did you mean `event`?") and returns the key meant, for the
+/// caller to read the value as that key's: so one typo gives one error, with no knock-on
+/// "missing key" error nor errors from the code using the type. The value is left unread.
+pub(crate) fn misspelt(
+    meta: &ParseNestedMeta<'_>,
+    attribute: &str,
+    keys: &[&'static str],
+    errors: &mut Errors,
+) -> Option<&'static str> {
+    let written = key(meta);
+    let meant = keys.iter().copied().find(|k| near_miss(&written, k))?;
+    errors.push(meta.error(format_args!(
+        "unknown key `{written}` in `#[{attribute}(...)]`; did you mean `{meant}`?"
+    )));
+    Some(meant)
+}
+
+/// Whether `written` is probably a typo of `key`: the same but for case or a trailing `s`,
+/// or one edit away (a letter added, dropped or changed, or two neighbours swapped).
+fn near_miss(written: &str, key: &str) -> bool {
+    let written = written.to_ascii_lowercase();
+    written.strip_suffix('s') == Some(key) || one_edit(written.as_bytes(), key.as_bytes())
+}
+
+/// Whether `a` and `b` differ by at most one edit.
+fn one_edit(a: &[u8], b: &[u8]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    let same = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    let (Some(short_rest), Some(long_rest)) = (short.get(same..), long.get(same..)) else {
+        return false;
+    };
+    match long.len() - short.len() {
+        // Changed: the rests agree after their first byte; swapped: `xy…` against `yx…`.
+        0 => {
+            short_rest.get(1..) == long_rest.get(1..)
+                || matches!(
+                    (short_rest, long_rest),
+                    ([x, y, a @ ..], [y2, x2, b @ ..]) if x == x2 && y == y2 && a == b
+                )
+        }
+        1 => Some(short_rest) == long_rest.get(1..),
+        _ => false,
+    }
+}
+
 /// Consumes a key's value, whatever it is: `= expr`, `(...)` or nothing.
 fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(Token![=]) {
@@ -258,6 +304,33 @@ mod tests {
         });
         errors.ok(parsed);
         (a, found_version, messages(errors))
+    }
+
+    #[test]
+    fn near_misses_are_typos_of_a_key() {
+        for (written, key) in [
+            ("events", "event"),
+            ("Event", "event"),
+            ("evnet", "event"),
+            ("evnt", "event"),
+            ("eventt", "event"),
+            ("evant", "event"),
+            ("kinds", "kind"),
+            ("KIND", "kind"),
+            ("errors", "error"),
+        ] {
+            assert!(near_miss(written, key), "{written} for {key}");
+        }
+        for (written, key) in [
+            ("id", "kind"),
+            ("topic", "kind"),
+            ("error", "event"),
+            ("evvent_", "event"),
+            ("tneve", "event"),
+            ("", "kind"),
+        ] {
+            assert!(!near_miss(written, key), "{written} is no {key}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The command line an app embeds: `projections list | status | rebuild | reset | parked |
-//! retry`, with a progress bar on long work and `--json` for machines.
+//! The command line an app embeds: `projections list | status | rebuild | reset | retry |
+//! drop`, with a progress bar on long work and `--json` for machines.
 //!
 //! ```no_run
 //! use clap::Parser;
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::registry::{AnyProjection, Projections};
 use crate::runner::Status;
+use crate::store::{Generation, ViewState};
 
 /// `projections ...`: inspect and rebuild read models.
 #[derive(Debug, Clone, Args)]
@@ -73,20 +74,36 @@ pub enum ProjectionsCommand {
         /// The projection.
         name: String,
     },
+    /// Abandon a build beside the active view (one that stopped on a bad event, say): readers
+    /// keep the active view, and the next rebuild starts over.
+    Drop {
+        /// The projection.
+        name: String,
+    },
 }
 
 /// Runs a `projections` command against `projections`, printing to standard output.
 ///
+/// Standard output closed early (`projections status | head`) ends the command quietly, as
+/// Unix tools do: the reader has seen what it wanted.
+///
 /// # Errors
 ///
-/// An unknown projection, a held lease, a bad event, a store failure.
+/// An unknown projection, a held lease, a bad event, a store failure, or output that cannot
+/// be written ([`Error::Output`]).
 pub async fn run(projections: &Projections, args: ProjectionsArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    run_to(projections, args, &mut out).await
+    let result = run_to(projections, args, &mut out)
+        .await
+        .and_then(|()| out.flush().map_err(Error::Output));
+    match result {
+        Err(Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 fn io(e: std::io::Error) -> Error {
-    Error::store("write the output", e)
+    Error::Output(e)
 }
 
 /// [`run`], printing to `out`.
@@ -183,6 +200,15 @@ pub async fn run_to(
             )
             .map_err(io)?;
         }
+        ProjectionsCommand::Drop { name } => {
+            let dropped = projections.get(&name)?.drop_building().await?;
+            let what = if dropped == 0 {
+                "nothing was being built".to_owned()
+            } else {
+                format!("dropped {dropped} generation(s) being built; readers keep the active view")
+            };
+            writeln!(out, "{name}: {what}").map_err(io)?;
+        }
         ProjectionsCommand::Retry { name } => {
             let fixed = projections.get(&name)?.retry_parked().await?;
             let left = projections.get(&name)?.status().await?.parked.len();
@@ -197,16 +223,31 @@ pub async fn run_to(
 }
 
 fn print_status(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
-    let describe = |g: &Option<crate::store::Generation>| {
-        g.as_ref().map_or_else(
-            || "none".to_owned(),
-            |g| format!("generation {} (version {})", g.generation, g.version),
-        )
-    };
     writeln!(out, "{} (code version {})", s.name, s.code_version)?;
-    writeln!(out, "  active:   {}", describe(&s.active))?;
-    if s.building.is_some() {
-        writeln!(out, "  building: {}", describe(&s.building))?;
+    match &s.active {
+        Some(g) => print_generation(out, "active:  ", g, s)?,
+        None => writeln!(
+            out,
+            "  active:   none (never built: the next run builds it)"
+        )?,
+    }
+    if let Some(g) = &s.building {
+        print_generation(out, "building:", g, s)?;
+    }
+    if let Some(lease) = &s.lease {
+        let when = utc(lease.expires_at_ms);
+        let state = if lease.holder_gone {
+            " — its process is gone: the next command takes the lease over".to_owned()
+        } else if lease.remaining_ms == 0 {
+            ", expired: the next command takes it".to_owned()
+        } else {
+            format!(" ({} s more)", lease.remaining_ms.div_ceil(1000))
+        };
+        writeln!(
+            out,
+            "  lease:    held by {} until {when}{state}",
+            lease.owner
+        )?;
     }
     writeln!(
         out,
@@ -227,6 +268,79 @@ fn print_status(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One generation's line, and, when its runner stopped on an error, why and how to go on.
+fn print_generation(
+    out: &mut dyn Write,
+    label: &str,
+    g: &Generation,
+    s: &Status,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  {label} generation {} (version {})",
+        g.generation, g.version
+    )?;
+    let Some(stopped) = &g.stopped else {
+        return Ok(());
+    };
+    let name = &s.name;
+    writeln!(
+        out,
+        "            stopped on an error at {}:",
+        utc(stopped.at_ms)
+    )?;
+    writeln!(out, "              {}", stopped.error)?;
+    writeln!(out, "            to go on:")?;
+    if g.state == ViewState::Building {
+        let readers = s.active.as_ref().map_or_else(
+            || "there is no active view yet".to_owned(),
+            |a| format!("readers keep generation {}", a.generation),
+        );
+        writeln!(
+            out,
+            "              - retry: fix the event or the projection's code, then \
+             `projections rebuild {name}` (a fresh build replaces this one)"
+        )?;
+        writeln!(
+            out,
+            "              - drop: `projections drop {name}` abandons this build; {readers}"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "              - retry: fix the event or the projection's code and run it again: it \
+             resumes at the event (or configure OnBadEvent::Park to set such events aside)"
+        )?;
+    }
+    writeln!(
+        out,
+        "              - reset: `projections reset {name}` drops every generation; the next run \
+         replays the whole log"
+    )
+}
+
+/// `ms` since the Unix epoch as `2025-01-31 23:59:59 UTC`.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 async fn rebuild_with_progress(p: &dyn AnyProjection, in_place: bool, total: u64) -> Result<()> {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     bar.set_style(
@@ -240,15 +354,56 @@ async fn rebuild_with_progress(p: &dyn AnyProjection, in_place: bool, total: u64
     let cancel = CancellationToken::new();
     let rebuild = p.rebuild(in_place, cancel.clone());
     tokio::pin!(rebuild);
+    let mut announced: Option<String> = None;
     let result = loop {
         tokio::select! {
             result = &mut rebuild => break result,
             _ = progress.changed() => {
-                bar.set_position(progress.borrow().applied.saturating_sub(start));
+                let now = progress.borrow_and_update().clone();
+                bar.set_position(now.applied.saturating_sub(start));
+                // A wait for another runner's lease is said once per holder, even without a
+                // terminal to draw the bar on.
+                if let Some(holder) = now.waiting_for
+                    && announced.as_deref() != Some(holder.owner.as_str())
+                {
+                    let remaining = holder.expires_at_ms.saturating_sub(crate::store::now_ms());
+                    bar.suspend(|| {
+                        eprintln!(
+                            "waiting for projection {}: its lease is held by {} until {} \
+                             ({} s more)",
+                            p.name(),
+                            holder.owner,
+                            utc(holder.expires_at_ms),
+                            remaining.max(0).div_euclid(1000) + 1
+                        );
+                    });
+                    announced = Some(holder.owner);
+                }
             }
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     };
     bar.finish_and_clear();
+    if let Err(e) = &result
+        && !matches!(e, Error::Held { .. })
+    {
+        eprintln!(
+            "the rebuild of {0} stopped; `projections status {0}` shows why and how to go on",
+            p.name()
+        );
+    }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn times_print_as_utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(utc(1_735_689_599_999), "2024-12-31 23:59:59 UTC");
+        assert_eq!(utc(-1000), "1969-12-31 23:59:59 UTC");
+    }
 }

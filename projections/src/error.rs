@@ -54,13 +54,13 @@ impl From<&keel::RecordedEvent> for EventRef {
 pub enum Error {
     /// An event did not decode. The projection stopped before it (or parked it, if so
     /// configured). Fix the data or the code, or configure parking, then start again.
-    #[error("projection {projection} cannot decode {event}")]
+    #[error("projection {projection} stopped at {event}")]
     Decode {
         /// The projection.
         projection: String,
         /// The event.
         event: EventRef,
-        /// What the decoder said.
+        /// What the decoder said (its position and stream are in `event`).
         #[source]
         source: keel::DecodeError,
     },
@@ -86,7 +86,8 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
-    /// Another runner holds the projection.
+    /// Another runner holds the projection. Wait for its lease to run out, or stop that
+    /// runner; a holder whose process is gone (on this host) does not hold anyone up.
     #[error("projection {projection} is held by {owner} for {remaining_ms} ms more")]
     Held {
         /// The projection.
@@ -104,9 +105,10 @@ pub enum Error {
         projection: String,
     },
     /// No projection of that name is registered.
-    #[error("no projection named {name:?} (known: {known})")]
+    #[error("no projection named {name} (known: {known})")]
     UnknownProjection {
-        /// The name asked for.
+        /// The name asked for, quoted, and cut to 64 bytes when longer (an argument of any
+        /// length may come from a command line).
         name: String,
         /// The names registered, comma separated.
         known: String,
@@ -126,6 +128,10 @@ pub enum Error {
     /// The event store failed.
     #[error(transparent)]
     Log(#[from] keel::store::Error),
+    /// The command line could not write its output (other than to a closed pipe, which
+    /// the command line treats as the reader having seen enough).
+    #[error("cannot write the output")]
+    Output(#[source] std::io::Error),
     /// The view store failed.
     #[error("view store: {operation} failed")]
     Store {
@@ -137,12 +143,27 @@ pub enum Error {
     },
 }
 
+/// `text` quoted, cut to 64 bytes with its length said when longer: `"xxxx…" (131072 bytes)`.
+pub(crate) fn quoted_cut(text: &str) -> String {
+    const SHOWN: usize = 64;
+    if text.len() <= SHOWN {
+        return format!("{text:?}");
+    }
+    let end = (0..=SHOWN)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    let prefix = text.get(..end).unwrap_or_default();
+    format!("{:?} ({} bytes)", format!("{prefix}…"), text.len())
+}
+
 impl Error {
-    /// A view store failure during `operation`.
+    /// A view store failure during `operation`. The store's error is kept as a
+    /// [`keel::BackendError`], so its causes print once.
     pub fn store(operation: &'static str, source: impl Into<BoxError>) -> Self {
         Self::Store {
             operation,
-            source: source.into(),
+            source: Box::new(keel::BackendError::new(source)),
         }
     }
 }

@@ -31,6 +31,8 @@ pub trait AnyProjection: Send + Sync + 'static {
     async fn status(&self) -> Result<Status>;
     /// See [`Runner::retry_parked`].
     async fn retry_parked(&self) -> Result<usize>;
+    /// See [`Runner::drop_building`].
+    async fn drop_building(&self) -> Result<usize>;
 }
 
 #[async_trait]
@@ -61,6 +63,9 @@ impl<P: Projection> AnyProjection for Runner<P> {
     }
     async fn retry_parked(&self) -> Result<usize> {
         Runner::retry_parked(self).await
+    }
+    async fn drop_building(&self) -> Result<usize> {
+        Runner::drop_building(self).await
     }
 }
 
@@ -106,7 +111,7 @@ impl Projections {
             .iter()
             .find(|r| r.name() == name)
             .ok_or_else(|| Error::UnknownProjection {
-                name: name.to_owned(),
+                name: crate::error::quoted_cut(name),
                 known: self
                     .runners
                     .iter()

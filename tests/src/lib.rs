@@ -6,6 +6,8 @@ pub mod readme {}
 
 /// The book's chapters; their Rust snippets run as doc tests.
 pub mod book {
+    #[doc = include_str!("../../book/src/getting-started.md")]
+    pub mod getting_started {}
     #[doc = include_str!("../../book/src/domain.md")]
     pub mod domain {}
     #[doc = include_str!("../../book/src/event-store.md")]
@@ -14,6 +16,11 @@ pub mod book {
     pub mod sqlite {}
     #[doc = include_str!("../../book/src/postgres.md")]
     pub mod postgres {}
+    #[doc = include_str!("../../book/src/durability.md")]
+    pub mod durability {}
+    #[cfg(feature = "kafka")]
+    #[doc = include_str!("../../book/src/kafka.md")]
+    pub mod kafka {}
     #[doc = include_str!("../../book/src/commands.md")]
     pub mod commands {}
     #[doc = include_str!("../../book/src/speed.md")]

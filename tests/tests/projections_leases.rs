@@ -356,3 +356,74 @@ async fn several_projections_run_side_by_side_in_one_process() -> anyhow::Result
     store.close().await;
     Ok(())
 }
+
+/// `take_over` replaces only the holder it names; `lease` says who holds it and until when;
+/// `set_stopped` keeps a reason with a generation until cleared or dropped.
+async fn take_over_lease_and_stops<S: ViewStore>(views: &S) -> anyhow::Result<()> {
+    assert_eq!(views.lease("p").await?, None, "nobody holds it yet");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    views.claim("p", "dead", Duration::from_secs(60)).await?;
+    let holder = views.lease("p").await?.expect("a holder");
+    assert_eq!(holder.owner, "dead");
+    let expires = u128::try_from(holder.expires_at_ms)?;
+    assert!(
+        expires >= before + 59_000 && expires <= before + 61_000 + 5_000,
+        "{expires} vs {before}"
+    );
+
+    // Naming another holder than the one holding it: refused, nothing changes.
+    let wrong = views
+        .take_over("p", "someone-else", "new", Duration::from_secs(1))
+        .await;
+    assert!(
+        matches!(&wrong, Err(Error::Held { owner, .. }) if owner == "dead"),
+        "{wrong:?}"
+    );
+    // Naming it: taken, although its lease runs for another minute.
+    let lease = views
+        .take_over("p", "dead", "new", Duration::from_secs(30))
+        .await?;
+    assert_eq!(lease.owner, "new");
+    assert_eq!(
+        views.lease("p").await?.map(|h| h.owner).as_deref(),
+        Some("new")
+    );
+    views.release(&lease).await?;
+    assert_eq!(views.lease("p").await?, None, "released");
+
+    let generation = views.create_generation("p", 1).await?;
+    let stop = keel_projections::store::Stopped {
+        at_ms: 1_700_000_000_000,
+        error: "projection p stopped at event \"X\"".into(),
+    };
+    views.set_stopped(&generation.id(), Some(&stop)).await?;
+    let found = views.generations("p").await?;
+    assert_eq!(found.first().and_then(|g| g.stopped.as_ref()), Some(&stop));
+    views.set_stopped(&generation.id(), None).await?;
+    let found = views.generations("p").await?;
+    assert_eq!(found.first().map(|g| g.stopped.clone()), Some(None));
+    // On a generation that does not exist, recording does nothing.
+    let gone = ViewId {
+        name: "p".into(),
+        generation: 99,
+    };
+    views.set_stopped(&gone, Some(&stop)).await?;
+    assert_eq!(views.generations("p").await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn take_over_replaces_only_the_named_holder_in_memory_views() -> anyhow::Result<()> {
+    take_over_lease_and_stops(&MemoryViews::<u8>::new()).await
+}
+
+#[tokio::test]
+async fn take_over_replaces_only_the_named_holder_in_sqlite_views() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let views = SqliteViews::open(dir.path().join("views.db")).await?;
+    take_over_lease_and_stops(&views).await?;
+    views.close().await;
+    Ok(())
+}

@@ -157,6 +157,40 @@ pub enum Error {
         /// What is wrong.
         detail: String,
     },
+    /// Another writer took this partition over (on Kafka: a transactional producer with the
+    /// same `transactional.id` was initialised after this one). Nothing of the failed append
+    /// was written; this store no longer writes to the partition.
+    #[error("fenced: another writer owns topic {topic} partition {partition} now; {detail}")]
+    Fenced {
+        /// The topic.
+        topic: Topic,
+        /// The partition.
+        partition: Partition,
+        /// What the backend reported.
+        detail: String,
+    },
+    /// This store does not own the partition the stream lives in, so it cannot write it (or
+    /// serve it from local state). Send the command to the partition's owner.
+    #[error("this store does not own topic {topic} partition {partition}")]
+    NotOwner {
+        /// The topic.
+        topic: Topic,
+        /// The partition.
+        partition: Partition,
+    },
+    /// An existing topic has a setting the store refuses (for example finite retention on
+    /// an events topic, which would delete events). Nothing was written.
+    #[error("topic {topic} has {setting}={found}; keel needs {required}")]
+    TopicSetting {
+        /// The topic as the backend names it.
+        topic: String,
+        /// The setting.
+        setting: String,
+        /// Its value on the topic.
+        found: String,
+        /// What the store needs instead.
+        required: String,
+    },
     /// The store's writer has stopped (the store was closed or its task failed).
     #[error("the event store is closed")]
     Closed,
@@ -165,21 +199,23 @@ pub enum Error {
     Backend {
         /// What the store was doing.
         operation: &'static str,
-        /// The backend's error.
+        /// The backend's error, a [`BackendError`](crate::BackendError) when made by
+        /// [`Error::backend`].
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
 impl Error {
-    /// A backend failure during `operation`.
+    /// A backend failure during `operation`. The backend's error is kept as a
+    /// [`BackendError`](crate::BackendError), so its causes print once.
     pub fn backend(
         operation: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
         Self::Backend {
             operation,
-            source: source.into(),
+            source: Box::new(crate::BackendError::new(source)),
         }
     }
 

@@ -34,6 +34,8 @@ use crate::ids::{CommandId, IdError, Offset, Partition, Position, StreamId, Stre
 use crate::snapshot::Snapshot;
 
 mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod ledger;
 pub mod memory;
 #[cfg(feature = "postgres")]

@@ -1,70 +1,119 @@
-//! Where the bank keeps its log: a SQLite file (the default) or a PostgreSQL database.
+//! Which event store holds the bank's log: the SQLite file (the default), a PostgreSQL database
+//! (`--database-url postgres://…`, or `BANK_DATABASE_URL`) or Apache Kafka (`--kafka HOST:PORT`,
+//! or `BANK_KAFKA`; needs the `kafka` feature). The read models stay in the SQLite file either
+//! way.
 //!
-//! The bank itself only sees an `Arc<dyn EventStore>`; this module is the one place that
-//! names the backends. Adding one is a variant of [`Backend`], its arm in
-//! [`Backend::open`] and in [`Log::close`].
-//!
-//! ```no_run
-//! use bank::Bank;
-//! use bank::backend::Backend;
-//!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
-//! let backend = Backend::choose("bank.db", Some("postgres://bank@localhost/bank"));
-//! let log = backend.open().await?;
-//! let bank = Bank::new(log.store());
-//! bank.deposit("alice", 10, None).await?;
-//! drop(bank);
-//! log.close().await;
-//! # Ok(()) }
-//! ```
+//! The bank itself only sees an `Arc<dyn EventStore>`; this module is the one place that names
+//! the backends. Adding one is a variant of [`Place`] and of [`Log`], and its arms below.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use keel::EventStore;
 use keel::store::postgres::PostgresStore;
 use keel::store::sqlite::SqliteStore;
 
-/// Where the log lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Backend {
-    /// A SQLite file, created if missing.
-    Sqlite(PathBuf),
-    /// A PostgreSQL database (`postgres://user:password@host:port/database`); the log lives in
-    /// its `keel` schema, created if missing.
-    Postgres(String),
+/// The bank on whichever store was chosen.
+pub(crate) type AnyBank = bank::Bank<dyn EventStore>;
+
+/// Where the command line puts the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place<'a> {
+    /// In the SQLite file, beside the views.
+    Sqlite,
+    /// In this PostgreSQL database (its `keel` schema).
+    Postgres(&'a str),
+    /// On Apache Kafka at these bootstrap servers.
+    Kafka(&'a str),
 }
 
-impl Backend {
-    /// The log on PostgreSQL when a database URL is given, else in the SQLite file `db`.
-    pub fn choose(db: impl AsRef<Path>, database_url: Option<&str>) -> Self {
-        match database_url {
-            Some(url) if !url.is_empty() => Self::Postgres(url.to_owned()),
-            _ => Self::Sqlite(db.as_ref().to_path_buf()),
+/// The store behind the bank, kept to close it at the end.
+pub(crate) enum Log {
+    Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
+    #[cfg(feature = "kafka")]
+    Kafka(Arc<keel::store::kafka::KafkaStore>),
+}
+
+impl Log {
+    /// Opens the log at `place` (the views' SQLite file is `db`).
+    pub(crate) async fn open(
+        db: &Path,
+        place: Place<'_>,
+        replication: u16,
+    ) -> anyhow::Result<(AnyBank, Self)> {
+        match place {
+            Place::Sqlite => {
+                let store = Arc::new(SqliteStore::open(db).await.with_context(|| {
+                    format!(
+                        "cannot open {}",
+                        crate::args::cut(&db.display().to_string())
+                    )
+                })?);
+                let log: Arc<dyn EventStore> = store.clone();
+                Ok((bank::Bank::new(log), Self::Sqlite(store)))
+            }
+            Place::Postgres(url) => {
+                let store = Arc::new(
+                    PostgresStore::connect(url)
+                        .await
+                        .with_context(|| format!("cannot open {}", without_password(url)))?,
+                );
+                let log: Arc<dyn EventStore> = store.clone();
+                Ok((bank::Bank::new(log), Self::Postgres(store)))
+            }
+            #[cfg(feature = "kafka")]
+            Place::Kafka(bootstrap) => {
+                // The local state lives beside the views, so a restart reads only what is new.
+                let mut state = db.as_os_str().to_owned();
+                state.push(".kafka-state");
+                let store = Arc::new(
+                    keel::store::kafka::KafkaStore::builder(bootstrap)
+                        .group("bank")
+                        .replication_factor(replication)
+                        .state_dir(state)
+                        .open()
+                        .await
+                        .with_context(|| format!("cannot open the log on Kafka at {bootstrap}"))?,
+                );
+                let log: Arc<dyn EventStore> = store.clone();
+                Ok((bank::Bank::new(log), Self::Kafka(store)))
+            }
+            #[cfg(not(feature = "kafka"))]
+            Place::Kafka(_) => {
+                let _ = replication;
+                anyhow::bail!(
+                    "this bank was built without Kafka; run it with \
+                     `cargo run -p bank --features kafka -- --kafka HOST:PORT ...`"
+                )
+            }
         }
     }
 
-    /// Opens the log.
-    ///
-    /// # Errors
-    ///
-    /// [`keel::store::Error`] when the file or the database cannot be opened.
-    pub async fn open(&self) -> Result<Log, keel::store::Error> {
-        Ok(match self {
-            Self::Sqlite(path) => Log::Sqlite(Arc::new(SqliteStore::open(path).await?)),
-            Self::Postgres(url) => Log::Postgres(Arc::new(PostgresStore::connect(url).await?)),
-        })
-    }
-}
-
-/// The log's place, for people: the file's path, or the database URL without its password.
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// Where the log is, for messages (a database URL without its password).
+    pub(crate) fn describe(&self, db: &Path) -> String {
         match self {
-            Self::Sqlite(path) => write!(f, "{}", path.display()),
-            Self::Postgres(url) => f.write_str(&without_password(url)),
+            Self::Sqlite(_) => db.display().to_string(),
+            Self::Postgres(store) => format!(
+                "PostgreSQL schema {} (views in {})",
+                store.schema(),
+                db.display()
+            ),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(store) => {
+                format!("Kafka at {} (views in {})", store.bootstrap(), db.display())
+            }
+        }
+    }
+
+    /// Finishes pending writes and closes the store.
+    pub(crate) async fn close(self) {
+        match self {
+            Self::Sqlite(store) => store.close().await,
+            Self::Postgres(store) => store.close().await,
+            #[cfg(feature = "kafka")]
+            Self::Kafka(store) => store.close().await,
         }
     }
 }
@@ -85,59 +134,20 @@ fn without_password(url: &str) -> String {
     }
 }
 
-/// An open log.
-#[derive(Debug, Clone)]
-pub enum Log {
-    /// In a SQLite file.
-    Sqlite(Arc<SqliteStore>),
-    /// In a PostgreSQL database.
-    Postgres(Arc<PostgresStore>),
-}
-
-impl Log {
-    /// The store, for a [`Bank`](crate::Bank) or the projections.
-    pub fn store(&self) -> Arc<dyn EventStore> {
-        match self {
-            Self::Sqlite(store) => Arc::clone(store) as Arc<dyn EventStore>,
-            Self::Postgres(store) => Arc::clone(store) as Arc<dyn EventStore>,
-        }
-    }
-
-    /// Finishes pending writes and closes the log. Later calls through clones of
-    /// [`store`](Self::store) fail.
-    pub async fn close(self) {
-        match self {
-            Self::Sqlite(store) => store.close().await,
-            Self::Postgres(store) => store.close().await,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::without_password;
 
     #[test]
-    fn a_database_url_puts_the_log_on_postgres() {
+    fn a_database_url_is_shown_without_its_password() {
         assert_eq!(
-            Backend::choose("bank.db", None),
-            Backend::Sqlite("bank.db".into())
+            without_password("postgres://bank:s3cret@db.local:5432/bank"),
+            "postgres://bank:***@db.local:5432/bank"
         );
         assert_eq!(
-            Backend::choose("bank.db", Some("")),
-            Backend::Sqlite("bank.db".into())
+            without_password("postgres://bank@db.local/bank"),
+            "postgres://bank@db.local/bank"
         );
-        assert_eq!(
-            Backend::choose("bank.db", Some("postgres://h/db")),
-            Backend::Postgres("postgres://h/db".into())
-        );
-    }
-
-    #[test]
-    fn the_description_hides_the_password() {
-        let shown = Backend::Postgres("postgres://bank:s3cret@db.local:5432/bank".into());
-        assert_eq!(shown.to_string(), "postgres://bank:***@db.local:5432/bank");
-        let no_password = Backend::Postgres("postgres://bank@db.local/bank".into());
-        assert_eq!(no_password.to_string(), "postgres://bank@db.local/bank");
+        assert_eq!(without_password("not a url"), "not a url");
     }
 }

@@ -9,8 +9,6 @@
 //! - [`bank`]: the [`Bank`] service: idempotent account commands and statements;
 //! - [`transfer`]: [`Bank::transfer`], moving money between two accounts (idempotent, not
 //!   atomic);
-//! - [`backend`]: where the log lives (a SQLite file or a PostgreSQL database), chosen by the
-//!   binary's command line;
 //! - [`projections`]: the read models — balances and statements in SQLite, balances in
 //!   memory — fed from the log by `keel-projections`.
 //!
@@ -38,7 +36,6 @@
 //! ```
 
 pub mod account;
-pub mod backend;
 pub mod bank;
 pub mod projections;
 pub mod transfer;

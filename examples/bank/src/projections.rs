@@ -281,17 +281,47 @@ pub async fn read_balances(
     .map_err(|e| keel_projections::Error::store("read balances", e))?;
     read.finish().await?;
     rows.iter()
-        .map(|r| {
-            Ok(AccountRow {
-                id: r.try_get(0)?,
-                owner: r.try_get(1)?,
-                status: r.try_get(2)?,
-                balance: r.try_get(3)?,
-                version: u64::try_from(r.try_get::<i64, _>(4)?).unwrap_or(0),
-            })
-        })
+        .map(account_row)
         .collect::<Result<_, sqlx::Error>>()
         .map_err(|e| keel_projections::Error::store("read balances", e))
+}
+
+/// Reads one account of the active balances view: `None` when the view has no such account
+/// (never opened, or not applied yet).
+///
+/// # Errors
+///
+/// A store failure.
+pub async fn read_balance(
+    views: &SqliteViews,
+    account: &str,
+) -> Result<Option<AccountRow>, keel_projections::Error> {
+    let mut read = views.begin_read().await?;
+    let Some(table) = read.table(Balances::NAME, "accounts").await? else {
+        return Ok(None);
+    };
+    let row = sqlx::query(&format!(
+        "SELECT id, owner, status, balance, version FROM {table} WHERE id = ?"
+    ))
+    .bind(account)
+    .fetch_optional(read.conn())
+    .await
+    .map_err(|e| keel_projections::Error::store("read a balance", e))?;
+    read.finish().await?;
+    row.as_ref()
+        .map(account_row)
+        .transpose()
+        .map_err(|e| keel_projections::Error::store("read a balance", e))
+}
+
+fn account_row(r: &sqlx::sqlite::SqliteRow) -> Result<AccountRow, sqlx::Error> {
+    Ok(AccountRow {
+        id: r.try_get(0)?,
+        owner: r.try_get(1)?,
+        status: r.try_get(2)?,
+        balance: r.try_get(3)?,
+        version: u64::try_from(r.try_get::<i64, _>(4)?).unwrap_or(0),
+    })
 }
 
 /// Reads an account's movements from the active statement view, in version order.

@@ -431,3 +431,316 @@ fn projections_list_names_balances_and_statement() -> anyhow::Result<()> {
     assert_eq!(names, ["balances", "statement"], "{json:?}");
     Ok(())
 }
+
+/// Appends an event the bank cannot decode (an amount that is not a number) to `account`'s
+/// stream, as a buggy or foreign writer might.
+fn append_undecodable(db: &Path, account: &str) -> anyhow::Result<()> {
+    use keel::{AppendRequest, EventStore as _, ExpectedVersion, NewEvent, StreamId};
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let store = keel::store::sqlite::SqliteStore::open(db).await?;
+        let bad = NewEvent::raw("Deposited", 1, br#"{"amount":"lots"}"#.to_vec());
+        store
+            .append(AppendRequest::new(
+                StreamId::new("account", account)?,
+                ExpectedVersion::Any,
+                vec![bad],
+            ))
+            .await?;
+        store.close().await;
+        anyhow::Ok(())
+    })
+}
+
+/// How many generations of `projection` the views (in `db`) hold.
+fn generations(db: &Path, projection: &str) -> anyhow::Result<i64> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let views = keel_projections::store::sqlite::SqliteViews::open(db).await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM keel_view_generations WHERE name = ?")
+                .bind(projection)
+                .fetch_one(views.pool())
+                .await?;
+        views.close().await;
+        anyhow::Ok(n)
+    })
+}
+
+#[test]
+fn projections_status_after_a_failed_rebuild_says_why_and_how_to_go_on() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    assert_eq!(work.bank(&[])?.code, Some(0));
+    append_undecodable(&work.db, "mallory")?;
+
+    let rebuild = work.bank(&["projections", "rebuild", "balances"])?;
+    assert_eq!(rebuild.code, Some(1), "{rebuild:?}");
+    assert!(
+        rebuild.stderr.contains(
+            r#"projection balances stopped at event "Deposited" of stream account/mallory"#
+        ),
+        "{rebuild:?}"
+    );
+    assert!(
+        rebuild
+            .stderr
+            .contains("`projections status balances` shows why and how to go on"),
+        "{rebuild:?}"
+    );
+
+    let status = work.bank(&["projections", "status", "balances"])?;
+    assert_eq!(status.code, Some(0), "{status:?}");
+    let out = &status.stdout;
+    for expected in [
+        "  active:   generation 1 (version 1)",
+        "  building: generation 2 (version 1)",
+        r#"stopped at event "Deposited" of stream account/mallory"#,
+        "payload does not decode: invalid type: string \"lots\", expected u64",
+        "- retry: fix the event or the projection's code, then `projections rebuild balances`",
+        "- drop: `projections drop balances` abandons this build; readers keep generation 1",
+        "- reset: `projections reset balances` drops every generation",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in {status:?}");
+    }
+    let json = statuses(&work)?;
+    let building = &json["balances"]["building"];
+    assert_eq!(building["generation"], 2, "{json:?}");
+    let error = building["stopped"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("account/mallory"), "{json:?}");
+
+    // Retried, the rebuild replaces its stopped build instead of piling builds up.
+    let again = work.bank(&["projections", "rebuild", "balances"])?;
+    assert_eq!(again.code, Some(1), "{again:?}");
+    assert_eq!(
+        generations(&work.db, "balances")?,
+        2,
+        "active and one build"
+    );
+    assert_eq!(statuses(&work)?["balances"]["building"]["generation"], 3);
+
+    let dropped = work.bank(&["projections", "drop", "balances"])?;
+    assert_eq!(dropped.code, Some(0), "{dropped:?}");
+    assert!(
+        dropped
+            .stdout
+            .contains("dropped 1 generation(s) being built"),
+        "{dropped:?}"
+    );
+    assert_eq!(generations(&work.db, "balances")?, 1);
+    let after = statuses(&work)?;
+    assert_eq!(after["balances"]["active"]["generation"], 1, "{after:?}");
+    assert_eq!(after["balances"]["building"], serde_json::Value::Null);
+    Ok(())
+}
+
+#[test]
+fn projections_status_of_a_view_never_built_counts_the_events_waiting() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    for args in [
+        ["open", "a", "Ann"],
+        ["open", "b", "Ben"],
+        ["deposit", "a", "5"],
+    ] {
+        assert_eq!(work.bank(&args)?.code, Some(0), "{args:?}");
+    }
+    let status = work.bank(&["projections", "status", "balances"])?;
+    assert!(
+        status.stdout.contains("active:   none (never built"),
+        "{status:?}"
+    );
+    assert!(status.stdout.contains("lag: 3 "), "{status:?}");
+    let json = statuses(&work)?;
+    assert_eq!(json["balances"]["lag"], 3, "{json:?}");
+    assert_eq!(json["balances"]["active"], serde_json::Value::Null);
+    Ok(())
+}
+
+#[test]
+fn projections_status_into_a_closed_pipe_exits_quietly() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    assert_eq!(work.bank(&[])?.code, Some(0));
+    for args in [&["projections", "status"][..], &["balances"]] {
+        // The reading end is closed before the bank starts: every write meets a broken pipe.
+        let (reader, writer) = std::io::pipe()?;
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_bank"))
+            .current_dir(work.dir.path())
+            .arg("--db")
+            .arg(&work.db)
+            .args(args)
+            .stdout(writer)
+            .output()?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_eq!(stderr, "", "{args:?}: quiet");
+    }
+    Ok(())
+}
+
+/// This host's name as the runners record it in leases, if it can be known here.
+fn host() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned())
+}
+
+/// Gives the lease of `projection` to `owner` for `ttl`, as a runner's claim would.
+fn hold_lease(
+    db: &Path,
+    projection: &str,
+    owner: &str,
+    ttl: std::time::Duration,
+) -> anyhow::Result<()> {
+    use keel_projections::store::ViewStore as _;
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let views = keel_projections::store::sqlite::SqliteViews::open(db).await?;
+        views.claim(projection, owner, ttl).await?;
+        views.close().await;
+        anyhow::Ok(())
+    })
+}
+
+#[test]
+fn a_lease_left_by_a_killed_runner_does_not_hold_the_next_command_up() -> anyhow::Result<()> {
+    let Some(host) = host() else {
+        return Ok(()); // no /proc: a holder's process is never provably gone here
+    };
+    let work = Workdir::new()?;
+    assert_eq!(work.bank(&[])?.code, Some(0));
+    // A process of this host that has exited, like a rebuild killed with SIGKILL.
+    let mut gone = Command::new("true").spawn()?;
+    let pid = gone.id();
+    gone.wait()?;
+    let owner = format!("runner-killed#1@{host}:{pid}");
+    hold_lease(
+        &work.db,
+        "balances",
+        &owner,
+        std::time::Duration::from_secs(120),
+    )?;
+
+    let status = work.bank(&["projections", "status", "balances"])?;
+    assert!(
+        status
+            .stdout
+            .contains(&format!("lease:    held by {owner} until ")),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .stdout
+            .contains("its process is gone: the next command takes the lease over"),
+        "{status:?}"
+    );
+
+    // Its lease has two minutes to run and the wait for one gives up after one: succeeding
+    // means the rebuild did not wait for it.
+    let rebuild = work.bank(&["projections", "rebuild", "balances"])?;
+    assert_eq!(rebuild.code, Some(0), "{rebuild:?}");
+    assert!(!rebuild.stderr.contains("waiting"), "{rebuild:?}");
+    let json = statuses(&work)?;
+    assert_eq!(
+        json["balances"]["lease"],
+        serde_json::Value::Null,
+        "released"
+    );
+    assert_eq!(json["balances"]["active"]["generation"], 2, "{json:?}");
+    Ok(())
+}
+
+#[test]
+fn a_rebuild_waiting_for_a_live_runners_lease_says_so() -> anyhow::Result<()> {
+    let Some(host) = host() else {
+        return Ok(());
+    };
+    let work = Workdir::new()?;
+    assert_eq!(work.bank(&[])?.code, Some(0));
+    // This test's own process: alive for as long as the rebuild waits.
+    let owner = format!("runner-live#1@{host}:{}", std::process::id());
+    hold_lease(
+        &work.db,
+        "balances",
+        &owner,
+        std::time::Duration::from_millis(1500),
+    )?;
+    let rebuild = work.bank(&["projections", "rebuild", "balances"])?;
+    assert_eq!(rebuild.code, Some(0), "{rebuild:?}");
+    assert!(
+        rebuild.stderr.contains(&format!(
+            "waiting for projection balances: its lease is held by {owner} until "
+        )),
+        "{rebuild:?}"
+    );
+    assert_eq!(rebuild.stderr.matches("waiting for").count(), 1, "once");
+    Ok(())
+}
+
+#[test]
+fn balances_reads_the_view_brought_up_to_date() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    assert_eq!(work.bank(&[])?.code, Some(0));
+    // Commands after the scenario's catch-up: `balances` applies them before reading.
+    assert_eq!(work.bank(&["deposit", "bob", "5"])?.code, Some(0));
+    assert_eq!(work.bank(&["open", "carol", "Carol"])?.code, Some(0));
+    let all = work.bank(&["balances"])?;
+    assert_eq!(all.code, Some(0), "{all:?}");
+    let rows: Vec<Vec<&str>> = all
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let bob = (BOB_PER_RUN + 5).to_string();
+    let alice = ALICE_PER_RUN.to_string();
+    assert_eq!(
+        rows,
+        [
+            vec!["alice", "Alice", "open", alice.as_str(), "4"],
+            vec!["bob", "Bob", "open", bob.as_str(), "4"],
+            vec!["carol", "Carol", "open", "0", "1"],
+        ],
+        "{all:?}"
+    );
+    let one = work.bank(&["balances", "carol"])?;
+    assert_eq!(one.code, Some(0), "{one:?}");
+    assert_eq!(one.stdout.lines().count(), 2, "{one:?}");
+    let none = work.bank(&["balances", "dave"])?;
+    assert_eq!(none.code, Some(1), "{none:?}");
+    assert!(
+        none.stderr
+            .contains("account dave is not in the balances view: it was never opened"),
+        "{none:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_128_kib_argument_is_cut_in_the_error() -> anyhow::Result<()> {
+    let work = Workdir::new()?;
+    let long = "x".repeat(128 * 1024 - 1);
+    for args in [
+        vec!["deposit", "acc", long.as_str()],
+        vec!["deposit", long.as_str(), "5"],
+        vec!["deposit", "acc", "5", "--command-id", long.as_str()],
+        vec!["projections", "rebuild", long.as_str()],
+        vec!["--db", long.as_str(), "show", "acc"],
+    ] {
+        let out = work.bank(&args)?;
+        assert!(
+            matches!(out.code, Some(1 | 2)),
+            "{:?}: exit {:?}",
+            args.first(),
+            out.code
+        );
+        assert!(
+            out.stderr.len() < 1024,
+            "{:?}: {} bytes of error: {}",
+            args.first(),
+            out.stderr.len(),
+            out.stderr.get(..300).unwrap_or_default()
+        );
+        assert!(
+            !out.stderr.contains(&"x".repeat(100)),
+            "the value is cut: {}",
+            out.stderr
+        );
+    }
+    Ok(())
+}

@@ -132,7 +132,15 @@ mod tests {
             ),
             (
                 quote!(impl crate::A { pub fn go(&self) -> E { todo!() } }),
-                "`#[keel::commands]` needs the aggregate's name as the impl's type: `impl Account { ... }`",
+                "`#[keel::commands]` needs the aggregate's name alone as the impl's type: bring `A` into scope with `use` and write `impl A { ... }`",
+            ),
+            (
+                quote!(impl Shelf<Book> { pub fn go(&self) -> E { todo!() } }),
+                "`#[keel::commands]` does not support generic aggregates: `Shelf<Book>` has type arguments; an aggregate kind names one concrete type, `impl Shelf { ... }`",
+            ),
+            (
+                quote!(impl &A { pub fn go(&self) -> E { todo!() } }),
+                "`#[keel::commands]` needs the aggregate's name as the impl's type, not `&A`",
             ),
             (
                 quote!(impl A { fn go(&self) -> E { todo!() } }),

@@ -41,11 +41,7 @@ pub(super) fn parse<'a>(block: &'a ItemImpl, errors: &mut Errors) -> Option<Comm
         _ => None,
     };
     let Some(aggregate) = aggregate else {
-        errors.spanned(
-            &block.self_ty,
-            "`#[keel::commands]` needs the aggregate's name as the impl's type: \
-             `impl Account { ... }`",
-        );
+        errors.spanned(&block.self_ty, not_a_name(&block.self_ty));
         return None;
     };
     let methods: Vec<&ImplItemFn> = block
@@ -98,6 +94,49 @@ pub(super) fn parse<'a>(block: &'a ItemImpl, errors: &mut Errors) -> Option<Comm
         commands.handlers.push(handler);
     }
     Some(commands)
+}
+
+/// Why an impl's type is not an aggregate's bare name, in terms of the user's own type.
+fn not_a_name(ty: &Type) -> String {
+    let written = compact(&ty.to_token_stream().to_string());
+    let Type::Path(path) = ty else {
+        return format!(
+            "`#[keel::commands]` needs the aggregate's name as the impl's type, not `{written}`"
+        );
+    };
+    let Some(last) = path.path.segments.last() else {
+        return format!("`#[keel::commands]` needs the aggregate's name, not `{written}`");
+    };
+    let name = &last.ident;
+    if last.arguments.is_empty() {
+        format!(
+            "`#[keel::commands]` needs the aggregate's name alone as the impl's type: bring \
+             `{name}` into scope with `use` and write `impl {name} {{ ... }}`"
+        )
+    } else {
+        format!(
+            "`#[keel::commands]` does not support generic aggregates: `{written}` has type \
+             arguments; an aggregate kind names one concrete type, `impl {name} {{ ... }}`"
+        )
+    }
+}
+
+/// Tokens as a user writes them: `Shelf<Book>`, not `Shelf < Book >`.
+fn compact(text: &str) -> String {
+    let word = |c: Option<&char>| c.is_some_and(|c| c.is_alphanumeric() || *c == '_');
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in chars.iter().enumerate() {
+        let keep = *c != ' '
+            || (word(i.checked_sub(1).and_then(|p| chars.get(p))) && word(chars.get(i + 1)));
+        if keep {
+            out.push(*c);
+        }
+        if *c == ',' {
+            out.push(' ');
+        }
+    }
+    out
 }
 
 /// The tokens to point at for generics: the parameters, else the `where` clause.

@@ -15,7 +15,9 @@ use keel::{Checkpoint, Offset, Partition, Topic};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::{Error, Result};
-use crate::store::{Commit, Generation, Lease, Parked, ViewId, ViewState, ViewStore};
+use crate::store::{
+    Commit, Generation, Lease, LeaseHolder, Parked, Stopped, ViewId, ViewState, ViewStore, now_ms,
+};
 
 struct Slot<V> {
     info: Generation,
@@ -168,6 +170,7 @@ impl<V: Default + Clone + Send + 'static> ViewStore for MemoryViews<V> {
             generation: *last,
             version,
             state: ViewState::Building,
+            stopped: None,
         };
         inner.slots.insert(
             (name.to_owned(), info.generation),
@@ -226,6 +229,55 @@ impl<V: Default + Clone + Send + 'static> ViewStore for MemoryViews<V> {
             owner: owner.to_owned(),
             ttl,
         })
+    }
+
+    async fn take_over(&self, name: &str, from: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        let mut inner = self.inner.lock().await;
+        let now = Instant::now();
+        if let Some((holder, expires)) = inner.leases.get(name)
+            && holder != from
+            && holder != owner
+        {
+            return Err(Error::Held {
+                projection: name.to_owned(),
+                owner: holder.clone(),
+                remaining_ms: u64::try_from(expires.saturating_duration_since(now).as_millis())
+                    .unwrap_or(u64::MAX),
+            });
+        }
+        inner
+            .leases
+            .insert(name.to_owned(), (owner.to_owned(), now + ttl));
+        Ok(Lease {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            ttl,
+        })
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>> {
+        let inner = self.inner.lock().await;
+        let now = Instant::now();
+        let to_ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        Ok(inner.leases.get(name).map(|(owner, expires)| {
+            let expires_at_ms = if *expires >= now {
+                now_ms().saturating_add(to_ms(*expires - now))
+            } else {
+                now_ms().saturating_sub(to_ms(now - *expires))
+            };
+            LeaseHolder {
+                owner: owner.clone(),
+                expires_at_ms,
+            }
+        }))
+    }
+
+    async fn set_stopped(&self, view: &ViewId, stopped: Option<&Stopped>) -> Result<()> {
+        let mut inner = self.inner.lock().await;
+        if let Some(slot) = inner.slots.get_mut(&(view.name.clone(), view.generation)) {
+            slot.info.stopped = stopped.cloned();
+        }
+        Ok(())
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

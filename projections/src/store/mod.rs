@@ -14,6 +14,12 @@
 //!   of one projection can never both apply a batch.
 //! - Readers see only the **active** generation; a generation being built is invisible to them
 //!   until [`ViewStore::activate`] switches it in one step.
+//! - Why a generation's runner last stopped ([`ViewStore::set_stopped`]) is kept with the
+//!   generation until cleared or the generation is dropped, so `projections status` can show it
+//!   from another process.
+//! - Who holds a lease and until when is readable ([`ViewStore::lease`]); a lease is only ever
+//!   taken from a live holder by waiting for it to expire, or from a holder whose process is
+//!   provably gone by [`ViewStore::take_over`], which names the holder it replaces.
 
 use std::time::Duration;
 
@@ -72,6 +78,63 @@ pub struct Generation {
     pub version: u32,
     /// Building or active.
     pub state: ViewState,
+    /// Why its runner last stopped on an error, unless a runner has started on it since.
+    pub stopped: Option<Stopped>,
+}
+
+/// Why a generation's runner stopped: recorded by the runner, shown by `projections status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stopped {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The error, with its causes (cut to [`Stopped::MAX_ERROR_BYTES`]).
+    pub error: String,
+}
+
+impl Stopped {
+    /// The most bytes of an error a store keeps.
+    pub const MAX_ERROR_BYTES: usize = 4096;
+
+    /// A stop now, on `error` (its message and causes, joined by ": ").
+    pub fn now(error: &(dyn std::error::Error + 'static)) -> Self {
+        let mut text = error.to_string();
+        let mut cause = error.source();
+        while let Some(e) = cause {
+            text.push_str(": ");
+            text.push_str(&e.to_string());
+            cause = e.source();
+        }
+        if text.len() > Self::MAX_ERROR_BYTES {
+            let end = (0..=Self::MAX_ERROR_BYTES)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            text.truncate(end);
+            text.push('…');
+        }
+        Self {
+            at_ms: now_ms(),
+            error: text,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Who holds a projection's lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseHolder {
+    /// The runner holding it: `<runner>#<claim>@<host>:<pid>` for keel's runners (see
+    /// [`RunnerConfig::owner`](crate::RunnerConfig::owner)).
+    pub owner: String,
+    /// When the lease runs out unless renewed, in milliseconds since the Unix epoch (in the
+    /// past for a lease its holder never released).
+    pub expires_at_ms: i64,
 }
 
 impl Generation {
@@ -187,6 +250,30 @@ pub trait ViewStore: Send + Sync + 'static {
     ///
     /// [`Error::Held`](crate::Error::Held) when another owner holds an unexpired lease.
     async fn claim(&self, name: &str, owner: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Takes the projection's lease over from `from`, expired or not, for `owner` — only if it
+    /// still names `from` (or nobody). Runners do this only when `from`'s process is provably
+    /// gone; the checkpoint compare-and-set keeps a mistaken take-over safe all the same.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Held`](crate::Error::Held) when the lease names another owner by now.
+    async fn take_over(&self, name: &str, from: &str, owner: &str, ttl: Duration) -> Result<Lease>;
+
+    /// Who holds the projection's lease and until when, if anyone does.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>>;
+
+    /// Records why the generation's runner stopped, or clears the record (`None`). Does
+    /// nothing for a generation that does not exist.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    async fn set_stopped(&self, view: &ViewId, stopped: Option<&Stopped>) -> Result<()>;
 
     /// Gives the lease up, if `lease` still holds it.
     ///

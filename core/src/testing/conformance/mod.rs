@@ -242,6 +242,85 @@ impl HeldAppend for SqliteHeld<'_> {
     }
 }
 
+/// The address of the Kafka broker the tests use, from `KEEL_TEST_KAFKA`.
+///
+/// # Panics
+///
+/// When the variable is not set, with a message saying how to start a broker: a test that
+/// needs Kafka fails rather than passing without it.
+#[cfg(feature = "kafka")]
+pub fn kafka_bootstrap() -> String {
+    kafka_env("KEEL_TEST_KAFKA", "a single Kafka node")
+}
+
+/// Reads a broker address from the environment, or panics saying how to start one.
+#[cfg(feature = "kafka")]
+#[doc(hidden)]
+pub fn kafka_env(var: &str, what: &str) -> String {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => v,
+        _ => panic!(
+            "{var} is not set: this test needs {what}. Run the tests through \
+             `scripts/kafka.sh run cargo test ...` (or `bash scripts/test.sh`), which starts \
+             Kafka from Maven Central's jars and sets {var}; or point {var} at your own broker."
+        ),
+    }
+}
+
+/// The Kafka backend: each instance is a fresh set of topics (a unique topic prefix) on the
+/// broker at `KEEL_TEST_KAFKA`; reopening is a new [`KafkaStore`] of the same group taking
+/// every partition over (fencing the old one), with an empty local state directory, so it
+/// rebuilds from the writer-state snapshot and the partition's tail.
+///
+/// [`KafkaStore`]: crate::store::kafka::KafkaStore
+#[cfg(feature = "kafka")]
+#[derive(Debug)]
+pub struct KafkaBackend {
+    bootstrap: String,
+    prefix: String,
+    partitions: u32,
+}
+
+#[cfg(feature = "kafka")]
+impl KafkaBackend {
+    /// The builder every store of this backend starts from: its prefix and group, one
+    /// replica, a writer-state snapshot every few appends (so reopening exercises them).
+    pub fn builder(&self) -> crate::store::kafka::KafkaStoreBuilder {
+        crate::store::kafka::KafkaStore::builder(&self.bootstrap)
+            .topic_prefix(&self.prefix)
+            .group(self.prefix.trim_end_matches('.'))
+            .default_partitions(self.partitions)
+            .replication_factor(1)
+            .writer_snapshot_every(5)
+    }
+
+    /// The Kafka topic name of a Keel topic of this backend.
+    pub fn kafka_topic(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Backend for KafkaBackend {
+    type Store = crate::store::kafka::KafkaStore;
+
+    async fn create(partitions: u32) -> Self {
+        Self {
+            bootstrap: kafka_bootstrap(),
+            prefix: format!("keel-test-{}.", uuid::Uuid::now_v7().simple()),
+            partitions,
+        }
+    }
+
+    async fn open(&self) -> Self::Store {
+        self.builder().open().await.expect("open the Kafka store")
+    }
+
+    async fn close(&self, store: Self::Store) {
+        store.close().await;
+    }
+}
+
 /// Instantiates every conformance case as a `#[tokio::test]` for a [`Backend`].
 ///
 /// The calling crate needs `tokio` (with `macros` and `rt-multi-thread`) as a dependency.

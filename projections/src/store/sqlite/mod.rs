@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keel::{Checkpoint, Offset, Partition, StreamId, StreamVersion, Topic};
@@ -22,16 +22,12 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::error::{Error, EventRef, Result};
-use crate::store::{Commit, Generation, Lease, Parked, ViewId, ViewState, ViewStore};
+use crate::store::{
+    Commit, Generation, Lease, LeaseHolder, Parked, Stopped, ViewId, ViewState, ViewStore, now_ms,
+};
 
 fn fail(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
     move |e| Error::store(operation, e)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_i64(v: u64) -> i64 {
@@ -246,6 +242,7 @@ impl SqliteViews {
         for sql in [
             "DELETE FROM keel_view_checkpoints WHERE name = ? AND generation = ?",
             "DELETE FROM keel_view_parked WHERE name = ? AND generation = ?",
+            "DELETE FROM keel_view_stops WHERE name = ? AND generation = ?",
             "DELETE FROM keel_view_generations WHERE name = ? AND generation = ?",
         ] {
             sqlx::query(sql)
@@ -260,12 +257,53 @@ impl SqliteViews {
 
 fn generation_of(row: &sqlx::sqlite::SqliteRow) -> sqlx::Result<Generation> {
     let state: String = row.try_get("state")?;
+    let stopped_at: Option<i64> = row.try_get("stopped_at")?;
+    let error: Option<String> = row.try_get("error")?;
     Ok(Generation {
         name: row.try_get("name")?,
         generation: u64::try_from(row.try_get::<i64, _>("generation")?).unwrap_or(0),
         version: u32::try_from(row.try_get::<i64, _>("version")?).unwrap_or(0),
         state: ViewState::parse(&state).unwrap_or(ViewState::Building),
+        stopped: stopped_at
+            .zip(error)
+            .map(|(at_ms, error)| Stopped { at_ms, error }),
     })
+}
+
+/// The lease's holder and expiry, inside a transaction.
+async fn lease_row(conn: &mut SqliteConnection, name: &str) -> sqlx::Result<Option<(String, i64)>> {
+    sqlx::query_as("SELECT owner, expires_at FROM keel_view_leases WHERE name = ?")
+        .bind(name)
+        .fetch_optional(conn)
+        .await
+}
+
+/// Gives the lease of `name` to `owner` until `ttl` from now.
+async fn set_lease(
+    conn: &mut SqliteConnection,
+    name: &str,
+    owner: &str,
+    ttl: Duration,
+) -> sqlx::Result<()> {
+    let expires = now_ms().saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
+    sqlx::query(
+        "INSERT INTO keel_view_leases (name, owner, expires_at) VALUES (?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
+    )
+    .bind(name)
+    .bind(owner)
+    .bind(expires)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+fn held(name: &str, holder: String, until: i64, now: i64) -> Error {
+    Error::Held {
+        projection: name.to_owned(),
+        owner: holder,
+        remaining_ms: u64::try_from(until - now).unwrap_or(0),
+    }
 }
 
 #[async_trait]
@@ -274,8 +312,10 @@ impl ViewStore for SqliteViews {
 
     async fn generations(&self, name: &str) -> Result<Vec<Generation>> {
         let rows = sqlx::query(
-            "SELECT name, generation, version, state FROM keel_view_generations \
-             WHERE name = ? ORDER BY generation",
+            "SELECT g.name, g.generation, g.version, g.state, s.stopped_at, s.error \
+             FROM keel_view_generations g LEFT JOIN keel_view_stops s \
+             ON s.name = g.name AND s.generation = g.generation \
+             WHERE g.name = ? ORDER BY g.generation",
         )
         .bind(name)
         .fetch_all(&self.pool)
@@ -319,6 +359,7 @@ impl ViewStore for SqliteViews {
             generation: u64::try_from(generation).unwrap_or(0),
             version,
             state: ViewState::Building,
+            stopped: None,
         })
     }
 
@@ -375,45 +416,88 @@ impl ViewStore for SqliteViews {
     }
 
     async fn claim(&self, name: &str, owner: &str, ttl: Duration) -> Result<Lease> {
-        let now = now_ms();
-        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(fail("claim a projection"))?;
-        let held: Option<(String, i64)> =
-            sqlx::query_as("SELECT owner, expires_at FROM keel_view_leases WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail("claim a projection"))?;
-        if let Some((holder, until)) = held
+        let now = now_ms();
+        if let Some((holder, until)) = lease_row(&mut tx, name)
+            .await
+            .map_err(fail("claim a projection"))?
             && holder != owner
             && until > now
         {
-            return Err(Error::Held {
-                projection: name.to_owned(),
-                owner: holder,
-                remaining_ms: u64::try_from(until - now).unwrap_or(0),
-            });
+            return Err(held(name, holder, until, now));
         }
-        sqlx::query(
-            "INSERT INTO keel_view_leases (name, owner, expires_at) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(expires)
-        .execute(&mut *tx)
-        .await
-        .map_err(fail("claim a projection"))?;
+        set_lease(&mut tx, name, owner, ttl)
+            .await
+            .map_err(fail("claim a projection"))?;
         tx.commit().await.map_err(fail("claim a projection"))?;
         Ok(Lease {
             name: name.to_owned(),
             owner: owner.to_owned(),
             ttl,
         })
+    }
+
+    async fn take_over(&self, name: &str, from: &str, owner: &str, ttl: Duration) -> Result<Lease> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(fail("take a lease over"))?;
+        if let Some((holder, until)) = lease_row(&mut tx, name)
+            .await
+            .map_err(fail("take a lease over"))?
+            && holder != from
+            && holder != owner
+        {
+            return Err(held(name, holder, until, now_ms()));
+        }
+        set_lease(&mut tx, name, owner, ttl)
+            .await
+            .map_err(fail("take a lease over"))?;
+        tx.commit().await.map_err(fail("take a lease over"))?;
+        Ok(Lease {
+            name: name.to_owned(),
+            owner: owner.to_owned(),
+            ttl,
+        })
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<LeaseHolder>> {
+        let mut conn = self.pool.acquire().await.map_err(fail("read a lease"))?;
+        Ok(lease_row(&mut conn, name)
+            .await
+            .map_err(fail("read a lease"))?
+            .map(|(owner, expires_at_ms)| LeaseHolder {
+                owner,
+                expires_at_ms,
+            }))
+    }
+
+    async fn set_stopped(&self, view: &ViewId, stopped: Option<&Stopped>) -> Result<()> {
+        let generation = to_i64(view.generation);
+        let query = match stopped {
+            Some(stop) => sqlx::query(
+                "INSERT INTO keel_view_stops (name, generation, stopped_at, error) \
+                 SELECT name, generation, ?, ? FROM keel_view_generations \
+                 WHERE name = ? AND generation = ? \
+                 ON CONFLICT (name, generation) DO UPDATE \
+                 SET stopped_at = excluded.stopped_at, error = excluded.error",
+            )
+            .bind(stop.at_ms)
+            .bind(&stop.error),
+            None => sqlx::query("DELETE FROM keel_view_stops WHERE name = ? AND generation = ?"),
+        };
+        query
+            .bind(&view.name)
+            .bind(generation)
+            .execute(&self.pool)
+            .await
+            .map_err(fail("record why a runner stopped"))?;
+        Ok(())
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {

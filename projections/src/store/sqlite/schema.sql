@@ -42,3 +42,12 @@ CREATE TABLE IF NOT EXISTS keel_view_parked (
     error      TEXT NOT NULL,
     PRIMARY KEY (name, generation, topic, part, log_offset)
 ) WITHOUT ROWID;
+
+-- Why a generation's runner last stopped on an error (cleared when a runner starts on it).
+CREATE TABLE IF NOT EXISTS keel_view_stops (
+    name       TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    stopped_at INTEGER NOT NULL,
+    error      TEXT NOT NULL,
+    PRIMARY KEY (name, generation)
+) WITHOUT ROWID;

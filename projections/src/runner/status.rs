@@ -1,0 +1,129 @@
+//! Where a projection stands: its generations (and why one stopped), its lease, its lag per
+//! partition and its parked events.
+
+use std::collections::HashMap;
+
+use keel::{Offset, Partition, Topic};
+
+use super::Runner;
+use crate::error::Result;
+use crate::holder;
+use crate::projection::Projection;
+use crate::store::{Generation, Parked, ViewState, ViewStore, now_ms};
+
+/// Lag of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The next offset the projection will read.
+    pub checkpoint: u64,
+    /// The next offset the log will write.
+    pub head: u64,
+    /// Records still to read (`head - checkpoint` on dense logs).
+    pub lag: u64,
+}
+
+/// Where a projection stands.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Status {
+    /// The projection's name.
+    pub name: String,
+    /// The version of the code.
+    pub code_version: u32,
+    /// The active generation, if any.
+    pub active: Option<Generation>,
+    /// A generation being built beside it, if any.
+    pub building: Option<Generation>,
+    /// Who holds the projection's lease, if anyone.
+    pub lease: Option<LeaseStatus>,
+    /// Lag per partition of the active generation (or the building one when none is active;
+    /// from offset 0 when the projection was never built).
+    pub partitions: Vec<PartitionLag>,
+    /// Total lag.
+    pub lag: u64,
+    /// Parked events.
+    pub parked: Vec<Parked>,
+}
+
+/// Who holds a projection's lease, as [`Status`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseStatus {
+    /// The holder: `<runner>#<claim>@<host>:<pid>` for keel's runners.
+    pub owner: String,
+    /// When the lease runs out unless renewed, in milliseconds since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// How long it still runs (0 once expired: the next claim takes it).
+    pub remaining_ms: u64,
+    /// Whether the holder is a process of this host that is gone: the next claim takes the
+    /// lease over at once.
+    pub holder_gone: bool,
+}
+
+impl<P: Projection> Runner<P> {
+    /// Where the projection stands: generations, lag per partition, parked events.
+    ///
+    /// # Errors
+    ///
+    /// A store failure.
+    pub async fn status(&self) -> Result<Status> {
+        let generations = self.views.generations(P::NAME).await?;
+        let active = generations
+            .iter()
+            .find(|g| g.state == ViewState::Active)
+            .cloned();
+        let building = generations
+            .iter()
+            .find(|g| g.state == ViewState::Building)
+            .cloned();
+        let shown = active.as_ref().or(building.as_ref());
+        let checkpoints: HashMap<(Topic, Partition), Offset> = match shown {
+            Some(g) => self
+                .views
+                .checkpoints(&g.id())
+                .await?
+                .into_iter()
+                .map(|c| ((c.topic, c.partition), c.next))
+                .collect(),
+            // Never built: everything in the log is still to read.
+            None => HashMap::new(),
+        };
+        let mut partitions = Vec::new();
+        for (topic, partition) in self.partitions().await? {
+            let head = self.log.head(&topic, partition).await?;
+            let checkpoint = checkpoints
+                .get(&(topic.clone(), partition))
+                .copied()
+                .unwrap_or_default();
+            partitions.push(PartitionLag {
+                topic: topic.to_string(),
+                partition: partition.0,
+                checkpoint: checkpoint.0,
+                head: head.0,
+                lag: head.0.saturating_sub(checkpoint.0),
+            });
+        }
+        let parked: Vec<Parked> = match shown {
+            Some(g) => self.views.parked(&g.id()).await?,
+            None => Vec::new(),
+        };
+        let lease = self.views.lease(P::NAME).await?.map(|l| LeaseStatus {
+            remaining_ms: u64::try_from(l.expires_at_ms.saturating_sub(now_ms())).unwrap_or(0),
+            holder_gone: holder::is_gone(&l.owner),
+            owner: l.owner,
+            expires_at_ms: l.expires_at_ms,
+        });
+        Ok(Status {
+            name: P::NAME.to_owned(),
+            code_version: P::VERSION,
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            active,
+            building,
+            lease,
+            partitions,
+            parked,
+        })
+    }
+}
