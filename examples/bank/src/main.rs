@@ -599,7 +599,10 @@ async fn scenario(bank: &Bank, db: &Path, where_log: &str) -> anyhow::Result<()>
     for p in projections.iter() {
         p.catch_up().await?;
     }
-    println!("the balances view (a projection of the log, in the same file):");
+    println!(
+        "the balances view (a projection of the log, in {}):",
+        db.display()
+    );
     for row in bank::projections::read_balances(&views).await? {
         println!(
             "  {}: balance {}, version {}, {}",
