@@ -96,7 +96,9 @@ async fn the_scenario_keeps_its_log_in_postgres_across_runs() -> anyhow::Result<
     let first = work.bank(&[])?;
     assert_eq!(first.code, Some(0), "{first:?}");
     assert!(
-        first.stdout.contains("scenario run 1 on PostgreSQL schema keel"),
+        first
+            .stdout
+            .contains("scenario run 1 on PostgreSQL schema keel"),
         "{first:?}"
     );
     assert_eq!(balance(&first.stdout, "alice"), Some(45), "{first:?}");
