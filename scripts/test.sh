@@ -4,10 +4,17 @@
 # built from the README alone, outside the workspace.
 # SQLite is bundled. The Kafka tests need librdkafka's build tools (installed below with apt-get
 # when missing) and Apache Kafka, which scripts/kafka.sh fetches from Maven Central once and
-# starts on free loopback ports for the tests (unless KEEL_TEST_KAFKA is already set). mdBook is
-# installed with `cargo install` into a cache the first time. Exits non-zero on the first failure.
+# starts on free loopback ports for the tests (unless KEEL_TEST_KAFKA is already set). The
+# PostgreSQL tests need a server: scripts/postgres.sh installs PostgreSQL from Debian's packages
+# when missing and starts a throwaway cluster (unless KEEL_TEST_POSTGRES_URL is already set).
+# mdBook is installed with `cargo install` into a cache the first time. Exits non-zero on the
+# first failure; whatever the outcome, the servers it started are stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Commands run on exit, whatever the outcome: each server started below adds its stop.
+on_exit=()
+trap 'for command in "${on_exit[@]}"; do eval "$command" || true; done' EXIT
 
 # Tools the checks install, kept across runs (and off the workspace's target directory).
 KEEL_TOOLS="${KEEL_TOOLS:-$HOME/.cache/keel-tools}"
@@ -63,10 +70,19 @@ if [[ -z ${KEEL_TEST_KAFKA:-} ]]; then
     echo "==> starting Kafka (a single node for the suite, a 3-node cluster for the broker-failure test)"
     # shellcheck source=scripts/kafka.sh
     source scripts/kafka.sh
-    trap keel_kafka_stop EXIT
+    on_exit+=(keel_kafka_stop)
     kafka_started=$SECONDS
     keel_kafka_start
     echo "==> Kafka brokers started in $((SECONDS - kafka_started)) s"
+fi
+
+if [[ -z ${KEEL_TEST_POSTGRES_URL:-} ]]; then
+    echo "==> starting PostgreSQL (a throwaway cluster; installed first when missing)"
+    # shellcheck source=scripts/postgres.sh
+    source scripts/postgres.sh
+    pg_dir="$(mktemp -d -t keel-postgres.XXXXXX)"
+    on_exit+=('postgres_stop "$pg_dir" immediate; rm -rf "$pg_dir"')
+    postgres_start "$pg_dir"
 fi
 
 echo "==> cargo test (unit, integration, UI and doc tests)"
@@ -80,6 +96,7 @@ for features in \
     "-p keel --no-default-features" \
     "-p keel --no-default-features --features derive" \
     "-p keel --features sqlite" \
+    "-p keel --features postgres" \
     "-p keel --features testing" \
     "-p keel-projections --no-default-features" \
     "-p keel-projections --features sqlite" \
@@ -97,7 +114,7 @@ if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
         --version "$MDBOOK_VERSION" --no-default-features --features search --root "$KEEL_TOOLS"
 fi
 book_log="$(mktemp)"
-trap 'rm -f "$book_log"' EXIT
+on_exit+=('rm -f "$book_log"')
 if ! mdbook build book >"$book_log" 2>&1; then
     cat "$book_log" >&2
     echo "scripts/test.sh: mdbook build book failed" >&2

@@ -7,8 +7,10 @@
 //! - **Model**: [`Event`], [`Aggregate`], [`Apply`] and the `#[keel::commands]` attribute
 //!   (see [`aggregate`]).
 //! - **Log**: the [`EventStore`] trait and its backends in [`store`]: [`store::memory`] and,
-//!   with the `sqlite` feature, `store::sqlite`; with the `kafka` feature, `store::kafka`
-//!   (Apache Kafka: fenced single writers per partition, topics any consumer can read). Appends are atomic, idempotent per
+//!   with the `sqlite` feature, `store::sqlite`; with the `postgres` feature,
+//!   `store::postgres` (group commit, gap-free offsets, LISTEN/NOTIFY); with the `kafka`
+//!   feature, `store::kafka` (Apache Kafka: fenced single writers per partition, topics any
+//!   consumer can read). Appends are atomic, idempotent per
 //!   `(stream, command id)` and return their [`Position`]s.
 //! - **Command side**: the [`Repository`] loads an aggregate, decides, appends and retries on
 //!   conflict.
@@ -21,6 +23,7 @@
 //! |---|---|
 //! | `derive` (default) | `#[derive(Event)]`, `#[derive(Aggregate)]`, `#[keel::commands]` |
 //! | `sqlite` | the embedded SQLite event store |
+//! | `postgres` | the PostgreSQL event store (group commit, LISTEN/NOTIFY) |
 //! | `kafka` | the Kafka event store (rdkafka; builds librdkafka with cmake) |
 //! | `testing` | the conformance suite and the aggregate test harness |
 //!

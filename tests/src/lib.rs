@@ -14,6 +14,8 @@ pub mod book {
     pub mod event_store {}
     #[doc = include_str!("../../book/src/sqlite.md")]
     pub mod sqlite {}
+    #[doc = include_str!("../../book/src/postgres.md")]
+    pub mod postgres {}
     #[doc = include_str!("../../book/src/durability.md")]
     pub mod durability {}
     #[cfg(feature = "kafka")]

@@ -38,6 +38,8 @@ mod error;
 pub mod kafka;
 mod ledger;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod tail;

@@ -1,33 +1,50 @@
-//! Which event store holds the bank's log: the SQLite file (the default) or Apache Kafka
-//! (`--kafka HOST:PORT`, or `BANK_KAFKA`; needs the `kafka` feature). The read models stay in
-//! the SQLite file either way.
+//! Which event store holds the bank's log: the SQLite file (the default), a PostgreSQL database
+//! (`--database-url postgres://…`, or `BANK_DATABASE_URL`) or Apache Kafka (`--kafka HOST:PORT`,
+//! or `BANK_KAFKA`; needs the `kafka` feature). The read models stay in the SQLite file either
+//! way.
+//!
+//! The bank itself only sees an `Arc<dyn EventStore>`; this module is the one place that names
+//! the backends. Adding one is a variant of [`Place`] and of [`Log`], and its arms below.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use keel::EventStore;
+use keel::store::postgres::PostgresStore;
 use keel::store::sqlite::SqliteStore;
 
 /// The bank on whichever store was chosen.
 pub(crate) type AnyBank = bank::Bank<dyn EventStore>;
 
+/// Where the command line puts the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place<'a> {
+    /// In the SQLite file, beside the views.
+    Sqlite,
+    /// In this PostgreSQL database (its `keel` schema).
+    Postgres(&'a str),
+    /// On Apache Kafka at these bootstrap servers.
+    Kafka(&'a str),
+}
+
 /// The store behind the bank, kept to close it at the end.
 pub(crate) enum Log {
     Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
     #[cfg(feature = "kafka")]
     Kafka(Arc<keel::store::kafka::KafkaStore>),
 }
 
 impl Log {
-    /// Opens the log: on Kafka when `kafka` names bootstrap servers, else in the SQLite file.
+    /// Opens the log at `place` (the views' SQLite file is `db`).
     pub(crate) async fn open(
         db: &Path,
-        kafka: Option<&str>,
+        place: Place<'_>,
         replication: u16,
     ) -> anyhow::Result<(AnyBank, Self)> {
-        match kafka {
-            None => {
+        match place {
+            Place::Sqlite => {
                 let store = Arc::new(SqliteStore::open(db).await.with_context(|| {
                     format!(
                         "cannot open {}",
@@ -37,8 +54,17 @@ impl Log {
                 let log: Arc<dyn EventStore> = store.clone();
                 Ok((bank::Bank::new(log), Self::Sqlite(store)))
             }
+            Place::Postgres(url) => {
+                let store = Arc::new(
+                    PostgresStore::connect(url)
+                        .await
+                        .with_context(|| format!("cannot open {}", without_password(url)))?,
+                );
+                let log: Arc<dyn EventStore> = store.clone();
+                Ok((bank::Bank::new(log), Self::Postgres(store)))
+            }
             #[cfg(feature = "kafka")]
-            Some(bootstrap) => {
+            Place::Kafka(bootstrap) => {
                 // The local state lives beside the views, so a restart reads only what is new.
                 let mut state = db.as_os_str().to_owned();
                 state.push(".kafka-state");
@@ -55,7 +81,7 @@ impl Log {
                 Ok((bank::Bank::new(log), Self::Kafka(store)))
             }
             #[cfg(not(feature = "kafka"))]
-            Some(_) => {
+            Place::Kafka(_) => {
                 let _ = replication;
                 anyhow::bail!(
                     "this bank was built without Kafka; run it with \
@@ -65,10 +91,15 @@ impl Log {
         }
     }
 
-    /// Where the log is, for messages.
+    /// Where the log is, for messages (a database URL without its password).
     pub(crate) fn describe(&self, db: &Path) -> String {
         match self {
             Self::Sqlite(_) => db.display().to_string(),
+            Self::Postgres(store) => format!(
+                "PostgreSQL schema {} (views in {})",
+                store.schema(),
+                db.display()
+            ),
             #[cfg(feature = "kafka")]
             Self::Kafka(store) => {
                 format!("Kafka at {} (views in {})", store.bootstrap(), db.display())
@@ -80,8 +111,43 @@ impl Log {
     pub(crate) async fn close(self) {
         match self {
             Self::Sqlite(store) => store.close().await,
+            Self::Postgres(store) => store.close().await,
             #[cfg(feature = "kafka")]
             Self::Kafka(store) => store.close().await,
         }
+    }
+}
+
+/// `url` with the password between `user:` and `@` replaced by `***`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_password;
+
+    #[test]
+    fn a_database_url_is_shown_without_its_password() {
+        assert_eq!(
+            without_password("postgres://bank:s3cret@db.local:5432/bank"),
+            "postgres://bank:***@db.local:5432/bank"
+        );
+        assert_eq!(
+            without_password("postgres://bank@db.local/bank"),
+            "postgres://bank@db.local/bank"
+        );
+        assert_eq!(without_password("not a url"), "not a url");
     }
 }

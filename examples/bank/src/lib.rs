@@ -1,5 +1,5 @@
 //! The bank example: accounts with deposits, withdrawals, an overdraft rule and transfers,
-//! event-sourced with keel on a SQLite file.
+//! event-sourced with keel on a SQLite file, or with the log in PostgreSQL.
 //!
 //! It shows domain code written only with keel's public macros, and a small service on top of
 //! keel's [`Repository`](keel::Repository):

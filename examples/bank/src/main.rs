@@ -15,10 +15,13 @@
 //! cargo run -p bank -- projections status
 //! ```
 //!
-//! With `--kafka HOST:PORT` (or `BANK_KAFKA`) the log lives on Apache Kafka instead, in topic
-//! `account` (views stay in the SQLite file); build with `--features kafka`:
+//! With `--database-url postgres://…` (or `BANK_DATABASE_URL`) the log lives in that PostgreSQL
+//! database, in its schema `keel`; with `--kafka HOST:PORT` (or `BANK_KAFKA`) on Apache Kafka,
+//! in topic `account` (build with `--features kafka`). The views stay in the SQLite file either
+//! way.
 //!
 //! ```text
+//! cargo run -p bank -- --database-url postgres://bank@localhost/bank
 //! cargo run -p bank --features kafka -- --kafka 127.0.0.1:9092
 //! ```
 //!
@@ -52,6 +55,16 @@ struct Cli {
     #[arg(long, env = "BANK_DB", default_value = "bank.db", global = true)]
     db: PathBuf,
 
+    /// Keep the log in this PostgreSQL database (`postgres://user:password@host/db`, schema
+    /// `keel`) instead of the SQLite file, which then holds only the views.
+    #[arg(
+        long,
+        env = "BANK_DATABASE_URL",
+        global = true,
+        conflicts_with = "kafka"
+    )]
+    database_url: Option<String>,
+
     /// Keep the log on Apache Kafka at these bootstrap servers (`host:port[,…]`) instead of
     /// the SQLite file, which then holds only the views. Needs the `kafka` feature.
     #[arg(long, env = "BANK_KAFKA", global = true)]
@@ -68,6 +81,17 @@ struct Cli {
 
     #[command(subcommand)]
     command: Option<Cmd>,
+}
+
+impl Cli {
+    /// Where the command line puts the log.
+    fn log(&self) -> backend::Place<'_> {
+        match (&self.database_url, &self.kafka) {
+            (Some(url), _) if !url.is_empty() => backend::Place::Postgres(url),
+            (_, Some(bootstrap)) if !bootstrap.is_empty() => backend::Place::Kafka(bootstrap),
+            _ => backend::Place::Sqlite,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,8 +190,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (bank, log) =
-        backend::Log::open(&cli.db, cli.kafka.as_deref(), cli.kafka_replication).await?;
+    let (bank, log) = backend::Log::open(&cli.db, cli.log(), cli.kafka_replication).await?;
     let result = match cli.command {
         None => scenario(&bank, &cli.db, &log.describe(&cli.db)).await,
         Some(command) => execute(&bank, &cli.db, command).await,
@@ -576,7 +599,10 @@ async fn scenario(bank: &Bank, db: &Path, where_log: &str) -> anyhow::Result<()>
     for p in projections.iter() {
         p.catch_up().await?;
     }
-    println!("the balances view (a projection of the log, in the same file):");
+    println!(
+        "the balances view (a projection of the log, in {}):",
+        db.display()
+    );
     for row in bank::projections::read_balances(&views).await? {
         println!(
             "  {}: balance {}, version {}, {}",
@@ -603,7 +629,8 @@ async fn projections_of(
 }
 
 /// How many events the `account` topic holds: the sum of its partitions' heads where offsets
-/// are dense from 0 (SQLite), else a count of the records (Kafka's offsets skip markers).
+/// are dense from 0 (SQLite, PostgreSQL), else a count of the records (Kafka's offsets skip
+/// markers).
 async fn log_length(bank: &Bank) -> anyhow::Result<u64> {
     let store = bank.accounts().store();
     let topic = Topic::new(Account::KIND)?;

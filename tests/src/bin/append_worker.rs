@@ -1,13 +1,15 @@
-//! A child process for crash tests: appends to a SQLite event store from several tasks and
-//! prints one `ACK` line per acknowledged append, until it is killed.
+//! A child process for crash tests: appends to an event store from several tasks and prints one
+//! `ACK` line per acknowledged append, until it is killed.
 //!
-//! Usage: `append_worker DB_PATH ROUND`. Each append writes 3 events under the command id
-//! `r{round}-t{task}-{i}`; the line is
+//! Usage: `append_worker DB_PATH ROUND` (a SQLite file) or
+//! `append_worker postgres://… ROUND SCHEMA` (a PostgreSQL store in that schema). Each append
+//! writes 3 events under the command id `r{round}-t{task}-{i}`; the line is
 //! `ACK <stream id> <command id> <partition> <first version> <offset> <offset> <offset>`.
 
 use std::io::Write;
 use std::sync::Arc;
 
+use keel::store::postgres::PostgresStore;
 use keel::store::sqlite::SqliteStore;
 use keel::{
     AppendRequest, CommandId, CommandMeta, EventStore, ExpectedVersion, Fingerprint, NewEvent,
@@ -19,16 +21,26 @@ const TASKS: u64 = 4;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("usage: append_worker DB ROUND"))?;
-    let round: u64 = args.next().unwrap_or_default().parse()?;
-    let store = Arc::new(
-        SqliteStore::builder(&path)
-            .default_partitions(2)
-            .open()
-            .await?,
-    );
+    let usage = || anyhow::anyhow!("usage: append_worker DB_PATH|POSTGRES_URL ROUND [SCHEMA]");
+    let target = args.next().ok_or_else(usage)?;
+    let round: u64 = args.next().ok_or_else(usage)?.parse()?;
+    let store: Arc<dyn EventStore> = if target.starts_with("postgres://") {
+        let schema = args.next().ok_or_else(usage)?;
+        Arc::new(
+            PostgresStore::builder(&target)
+                .schema(schema)
+                .default_partitions(2)
+                .open()
+                .await?,
+        )
+    } else {
+        Arc::new(
+            SqliteStore::builder(&target)
+                .default_partitions(2)
+                .open()
+                .await?,
+        )
+    };
     let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
     let mut tasks = Vec::new();
     for task in 0..TASKS {

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+use async_trait::async_trait;
+
 use crate::envelope::{CommandMeta, Fingerprint, NewEvent};
 use crate::event::{DecodeError, DecodeErrorKind, EncodeError, Event};
 use crate::ids::{CommandId, IdError, Offset, Partition, StreamId, StreamVersion, Topic};
@@ -39,6 +41,9 @@ pub use idempotency::*;
 pub use partitions::*;
 pub use snapshots::*;
 
+#[cfg(feature = "postgres")]
+pub use crate::testing::postgres::PostgresBackend;
+
 /// How the suite makes, closes and reopens stores of one backend.
 pub trait Backend: Sized + Send + Sync + 'static {
     /// The store type.
@@ -53,6 +58,37 @@ pub trait Backend: Sized + Send + Sync + 'static {
 
     /// Closes a store, waiting for its writes to finish.
     fn close(&self, store: Self::Store) -> impl Future<Output = ()> + Send;
+
+    /// Opens an append transaction from a separate connection (as another process would),
+    /// writes `event` in it as version 1 of `stream` (a new stream) at the head of `partition`,
+    /// the way the store's own appends do, and holds it open until
+    /// [`HeldAppend::commit`]. The store's appends to that partition meanwhile must not let a
+    /// tailing reader skip the held record (case 15).
+    ///
+    /// `None` (the default) where there is no such transaction to hold (an in-memory store, a
+    /// log without SQL transactions): case 15 then checks the weaker promise that a tail sees
+    /// concurrent appends once, in order.
+    fn hold_append<'a>(
+        &'a self,
+        store: &'a Self::Store,
+        stream: &'a StreamId,
+        partition: Partition,
+        event: &'a NewEvent,
+    ) -> impl Future<Output = Option<Box<dyn HeldAppend + 'a>>> + Send + 'a {
+        let _ = (store, stream, partition, event);
+        async { None }
+    }
+}
+
+/// An append transaction held open by [`Backend::hold_append`].
+#[async_trait]
+pub trait HeldAppend: Send {
+    /// How many of the store's appends are waiting for this transaction to end, as far as the
+    /// backend can tell (0 while none is).
+    async fn waiting(&mut self) -> usize;
+
+    /// Commits the held transaction: its record becomes visible, the waiting appends go on.
+    async fn commit(self: Box<Self>);
 }
 
 /// The in-memory backend: reopening gives an empty store (it is not durable).
@@ -114,6 +150,95 @@ impl Backend for SqliteBackend {
 
     async fn close(&self, store: Self::Store) {
         store.close().await;
+    }
+
+    async fn hold_append<'a>(
+        &'a self,
+        store: &'a Self::Store,
+        stream: &'a StreamId,
+        partition: Partition,
+        event: &'a NewEvent,
+    ) -> Option<Box<dyn HeldAppend + 'a>> {
+        let path = self.path();
+        let (topic, id, part) = (
+            stream.kind().to_owned(),
+            stream.id().to_owned(),
+            i64::from(partition.0),
+        );
+        let event = event.clone();
+        let conn =
+            tokio::task::spawn_blocking(move || -> rusqlite::Result<rusqlite::Connection> {
+                let conn = rusqlite::Connection::open(&path)?;
+                conn.busy_timeout(Duration::from_secs(30))?;
+                conn.execute_batch("BEGIN IMMEDIATE")?;
+                // The envelope as `store/sqlite/packed.rs` lays it out: format 1, no optional
+                // field, the event id, the timestamp.
+                let mut envelope = vec![1u8, 0];
+                envelope.extend_from_slice(event.event_id.as_bytes());
+                envelope.extend_from_slice(&event.timestamp.0.to_le_bytes());
+                conn.execute(
+                    "INSERT INTO keel_events (topic, stream_id, version, part, log_offset, \
+                 event_type, schema_version, payload, envelope) \
+                 SELECT ?1, ?2, 1, ?3, next_offset, ?4, ?5, ?6, ?7 FROM keel_partitions \
+                 WHERE topic = ?1 AND part = ?3",
+                    rusqlite::params![
+                        topic,
+                        id,
+                        part,
+                        event.event_type,
+                        i64::from(event.schema_version),
+                        event.payload,
+                        envelope
+                    ],
+                )?;
+                conn.execute(
+                "INSERT INTO keel_streams (topic, stream_id, version, part) VALUES (?1, ?2, 1, ?3)",
+                rusqlite::params![topic, id, part],
+            )?;
+                conn.execute(
+                    "UPDATE keel_partitions SET next_offset = next_offset + 1 \
+                 WHERE topic = ?1 AND part = ?2",
+                    rusqlite::params![topic, part],
+                )?;
+                Ok(conn)
+            })
+            .await
+            .expect("the blocking task")
+            .expect(
+                "hold an append transaction on the SQLite file (the partition must have records)",
+            );
+        Some(Box::new(SqliteHeld {
+            conn,
+            store,
+            taken: store.stats().appends,
+        }))
+    }
+}
+
+/// The SQLite file's write lock, held by another connection.
+#[cfg(feature = "sqlite")]
+struct SqliteHeld<'a> {
+    conn: rusqlite::Connection,
+    store: &'a crate::store::sqlite::SqliteStore,
+    /// The store's append count when the lock was taken.
+    taken: u64,
+}
+
+#[cfg(feature = "sqlite")]
+#[async_trait]
+impl HeldAppend for SqliteHeld<'_> {
+    /// The appends the store's writer has taken into a batch since: it counts them before it
+    /// asks for the write lock, which it cannot get while this holds it.
+    async fn waiting(&mut self) -> usize {
+        usize::try_from(self.store.stats().appends - self.taken).unwrap_or(usize::MAX)
+    }
+
+    async fn commit(self: Box<Self>) {
+        let conn = self.conn;
+        tokio::task::spawn_blocking(move || conn.execute_batch("COMMIT"))
+            .await
+            .expect("the blocking task")
+            .expect("COMMIT the held append");
     }
 }
 
@@ -217,6 +342,7 @@ macro_rules! conformance_suite {
             read_partition_yields_every_record_once_in_order,
             offsets_are_dense_in_commit_order,
             tail_sees_every_concurrent_append_once_in_order,
+            held_open_append_never_lets_a_tail_skip,
             streams_land_in_their_murmur2_partition,
             reopening_a_topic_with_another_partition_count_fails,
             concurrent_appenders_share_commits,
