@@ -40,10 +40,12 @@ pub mod ids;
 pub mod limits;
 pub mod partitioner;
 pub mod repository;
+pub mod schemas;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod upcast;
 
 #[doc(hidden)]
 pub mod __private;
@@ -51,7 +53,7 @@ pub mod __private;
 pub use aggregate::{Aggregate, Apply, Command, Handle, IntoEvents};
 pub use backend_error::BackendError;
 pub use envelope::{CommandMeta, Fingerprint, Metadata, NewEvent, RecordedEvent, Timestamp};
-pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event};
+pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event, EventTypeInfo};
 pub use ids::{
     Checkpoint, CommandId, IdError, Offset, Partition, Position, StreamId, StreamVersion, Topic,
 };
@@ -68,8 +70,11 @@ pub use keel_macros::{Aggregate, Event, commands};
 /// `#[keel::async_trait]` and no `async-trait` dependency of your own.
 pub use async_trait::async_trait;
 /// The JSON Schema crate event and command types describe themselves with
-/// ([`schemars::schema_for!`] exports a schema).
+/// ([`schemars::schema_for!`] exports a schema; [`schemas`] exports and checks an app's).
 pub use schemars;
+/// The JSON crate payloads are written with: upcasters take and return a
+/// [`serde_json::Value`] (see [`upcast`]).
+pub use serde_json;
 
 /// What domain code needs, in one import: `use keel::prelude::*;`.
 ///

@@ -33,6 +33,7 @@ mod case;
 mod commands;
 mod errors;
 mod event;
+mod evolution;
 mod valid;
 
 use proc_macro::TokenStream;

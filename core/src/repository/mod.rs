@@ -372,7 +372,9 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             None => records,
         };
         for record in &records {
-            entry.state.apply_event(&record.decode::<A::Event>()?);
+            if let Some(event) = record.decode_unless_ignored::<A::Event>()? {
+                entry.state.apply_event(&event);
+            }
             entry.version = record.version;
         }
         Ok(entry)
@@ -405,7 +407,9 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             .read_stream(stream, entry.version.next())
             .await?;
         for record in &records {
-            entry.state.apply_event(&record.decode::<A::Event>()?);
+            if let Some(event) = record.decode_unless_ignored::<A::Event>()? {
+                entry.state.apply_event(&event);
+            }
             entry.version = record.version;
         }
         Ok(())
