@@ -213,7 +213,13 @@ async fn write_v1(store: Arc<dyn EventStore>) -> anyhow::Result<()> {
     use v1::AccountCommand as C;
     let repo = Repository::<v1::Account, dyn EventStore>::new(store);
     for (id, owner) in [("ann", "Ann"), ("bob", "Bob")] {
-        repo.execute(id, C::Open { owner: owner.into() }).await?;
+        repo.execute(
+            id,
+            C::Open {
+                owner: owner.into(),
+            },
+        )
+        .await?;
         repo.execute(id, C::Deposit { amount: 7 }).await?;
         repo.execute(id, C::Withdraw { amount: 2 }).await?;
     }
@@ -288,10 +294,17 @@ async fn newer_is_refused(store: Arc<dyn EventStore>) -> anyhow::Result<()> {
         br#"{"owner":"Cat","currency":"EUR","iban":"X"}"#.to_vec(),
     )];
     store
-        .append(AppendRequest::new(stream, ExpectedVersion::NoStream, events))
+        .append(AppendRequest::new(
+            stream,
+            ExpectedVersion::NoStream,
+            events,
+        ))
         .await?;
     let repo = Repository::<v2::Account, dyn EventStore>::new(store);
-    let error = repo.load("cat").await.expect_err("v3 is newer than the code");
+    let error = repo
+        .load("cat")
+        .await
+        .expect_err("v3 is newer than the code");
     let keel::repository::Error::Decode(decode) = &error else {
         panic!("not a decode error: {error}");
     };
@@ -362,5 +375,8 @@ fn an_unknown_stored_version_names_the_missing_upcaster() {
     assert_eq!(source.as_deref(), Some("no amount in {\"amount\":\"x\"}"));
     // An ignored type says so when decoded directly.
     let ignored = v2::AccountEvent::decode("Frozen", 1, b"null").expect_err("ignored");
-    assert!(matches!(ignored.kind, DecodeErrorKind::Ignored), "{ignored}");
+    assert!(
+        matches!(ignored.kind, DecodeErrorKind::Ignored),
+        "{ignored}"
+    );
 }

@@ -134,6 +134,12 @@ pub enum Rule {
     RemovedType,
     /// An event type (or command) is new: readers on the committed schema fail on it.
     AddedType,
+    /// An event type is written under a new name (its old one an alias): readers on the
+    /// committed schema do not know the new name.
+    RenamedType {
+        /// The committed name.
+        from: String,
+    },
     /// The schema version went up but no upcaster leads from `missing` to the next.
     MissingUpcaster {
         /// The committed version.
@@ -211,6 +217,10 @@ impl Rule {
                 _ => "new event type: readers on the committed schema fail on it (unknown type)"
                     .to_owned(),
             },
+            Self::RenamedType { from } => format!(
+                "renamed event type (from `{from}`): readers on the committed schema do not \
+                 know the new name"
+            ),
             Self::MissingUpcaster { from, missing } => format!(
                 "schema version bumped from {from} without an upcaster from version \
                  {missing}: stored records of version {from} no longer load (add \
@@ -393,6 +403,18 @@ fn check_events(entry: &Entry, files: &[&SchemaFile], old: &CommittedAggregate, 
             out(Some(subject()), None, Rule::AddedType, Direction::Forward);
             continue;
         };
+        if !old.events.contains_key(info.name)
+            && let Some((_, committed_name, _)) = history.first()
+        {
+            out(
+                Some(subject()),
+                None,
+                Rule::RenamedType {
+                    from: (*committed_name).to_owned(),
+                },
+                Direction::Forward,
+            );
+        }
         if info.version < latest {
             for direction in [Direction::Backward, Direction::Forward] {
                 out(
@@ -412,9 +434,16 @@ fn check_events(entry: &Entry, files: &[&SchemaFile], old: &CommittedAggregate, 
                     out(Some(subject()), field, rule, direction);
                 },
             );
-            continue;
+        } else {
+            out(
+                Some(subject()),
+                None,
+                Rule::VersionBumped { from: latest },
+                Direction::Forward,
+            );
         }
-        // A bump: every stored version must reach the current one through upcasters.
+        // Every committed version is stored somewhere: each must reach the current one
+        // through upcasters.
         let oldest = history.iter().map(|(v, ..)| *v).min().unwrap_or(latest);
         if let Some(missing) = info.missing_upcast(oldest) {
             let from = history
@@ -430,12 +459,6 @@ fn check_events(entry: &Entry, files: &[&SchemaFile], old: &CommittedAggregate, 
                 Direction::Backward,
             );
         }
-        out(
-            Some(subject()),
-            None,
-            Rule::VersionBumped { from: latest },
-            Direction::Forward,
-        );
     }
     for name in old.events.keys() {
         if matched.contains(name.as_str()) || entry.ignored.contains(&name.as_str()) {

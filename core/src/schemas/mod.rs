@@ -77,7 +77,8 @@
 //! | renamed required field | ✗ | ✗ |
 //! | changed type (`u64` → `String`) | ✗ | ✗ |
 //! | widened integer (`u32` → `u64`) | ✓ | ✗ |
-//! | removed event type | ✗ (unless `ignore`d or aliased) | ✓ |
+//! | removed event type | ✗ (unless `ignore`d) | ✓ |
+//! | renamed event type, the old name an alias | ✓ | ✗ |
 //! | new event type | ✓ | ✗ |
 //! | removed / new enum value or variant in a field | ✗ / ✓ | ✓ / ✗ |
 //! | schema version bumped, with upcasters from every committed version | ✓ | ✗ |

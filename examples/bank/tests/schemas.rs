@@ -10,7 +10,8 @@ use keel::schemas::Compatibility;
 
 /// After changing an event or a command: `cargo run -p bank -- schemas export
 /// examples/bank/schemas`, then commit the files.
-const EXPORT: &str = "run `cargo run -p bank -- schemas export examples/bank/schemas` and commit the files";
+const EXPORT: &str =
+    "run `cargo run -p bank -- schemas export examples/bank/schemas` and commit the files";
 
 #[test]
 fn committed_schemas_are_compatible_and_up_to_date() -> Result<(), keel::schemas::SchemaError> {
