@@ -72,9 +72,6 @@ pub use async_trait::async_trait;
 /// The JSON Schema crate event and command types describe themselves with
 /// ([`schemars::schema_for!`] exports a schema; [`schemas`] exports and checks an app's).
 pub use schemars;
-/// The JSON crate payloads are written with: upcasters take and return a
-/// [`serde_json::Value`] (see [`upcast`]).
-pub use serde_json;
 
 /// What domain code needs, in one import: `use keel::prelude::*;`.
 ///

@@ -22,7 +22,7 @@
 //!
 //! ```
 //! use keel::prelude::*;
-//! use keel::serde_json::{Value, json};
+//! use keel::upcast::{Value, json};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
@@ -56,9 +56,12 @@
 //! ```
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::event::{DecodeError, DecodeErrorKind};
+
+/// The JSON an upcaster takes and returns, and the macro to build it with: serde_json's,
+/// re-exported so an app needs no dependency of its own.
+pub use serde_json::{Map, Value, json};
 
 /// A boxed error, as upcasters report them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

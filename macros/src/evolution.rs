@@ -170,18 +170,30 @@ pub(crate) fn name_list(
 pub(crate) fn upcasts(version: u32, parsed: Vec<UpcastAttr>, errors: &mut Errors) -> Vec<Upcast> {
     let mut checked: Vec<(Upcast, LitInt)> = Vec::with_capacity(parsed.len());
     for upcast in parsed {
-        let (Some((from, lit)), Some(with)) = (upcast.from, upcast.with) else {
-            // Say what is missing, unless a bad value for it was reported already.
-            if upcast.reported {
+        let (from, with) = match (upcast.from, upcast.with) {
+            (Some(from), Some(with)) => (from, with),
+            // A bad value for the missing key was reported already.
+            _ if upcast.reported => continue,
+            (Some((from, _)), None) => {
+                errors.push(syn::Error::new(
+                    upcast.span,
+                    format_args!(
+                        "missing `with = path::to_fn` in `upcast(...)`: the function turning \
+                         the JSON of version {from} into version {}",
+                        from + 1
+                    ),
+                ));
                 continue;
             }
-            errors.push(syn::Error::new(
-                upcast.span,
-                "`upcast(...)` needs both `from = N` (the version it reads) and \
-                 `with = path::to_fn` (the function turning version N's JSON into N + 1's)",
-            ));
-            continue;
+            (None, _) => {
+                errors.push(syn::Error::new(
+                    upcast.span,
+                    "missing `from = N` in `upcast(...)`: the version its function reads",
+                ));
+                continue;
+            }
         };
+        let (from, lit) = from;
         if from >= version {
             errors.spanned(
                 &lit,
@@ -395,7 +407,7 @@ mod tests {
                 "schema versions start at 1: there is no version 0 to upcast from",
                 "expected `upcast(from = N, with = path::to_fn)`: the function turning the JSON of version N into version N + 1",
                 "`upcast(from = 2)` makes version 3, but this variant's version is 2: upcasters lead up to the current version, so `from` is below it (bump `version` when the payload changes)",
-                "`upcast(...)` needs both `from = N` (the version it reads) and `with = path::to_fn` (the function turning version N's JSON into N + 1's)",
+                "missing `from = N` in `upcast(...)`: the version its function reads",
                 "expected the path of a function, such as `with = upcast::opened_v1`: `fn(serde_json::Value) -> serde_json::Value`",
                 "unknown key `colour` in `#[event(...)]`; expected `from` or `with` inside `upcast(...)`",
                 "expected an event type name, a string literal: `\"AccountOpened\"`",

@@ -178,7 +178,7 @@ pub mod versions {
     /// `Deposited` counts cents now, at version 2, with an upcaster from version 1.
     pub mod bumped_with_upcaster {
         use keel::prelude::*;
-        use keel::serde_json::{Value, json};
+        use keel::upcast::{Value, json};
         use serde::{Deserialize, Serialize};
 
         #[derive(Event, Serialize, Deserialize, JsonSchema)]

@@ -95,7 +95,7 @@ pub mod v1 {
 /// called a debit, and freezing is gone.
 pub mod v2 {
     use keel::prelude::*;
-    use keel::serde_json::{Value, json};
+    use keel::upcast::{Value, json};
     use serde::{Deserialize, Serialize};
 
     /// An account's events, version 2.
