@@ -12,6 +12,9 @@
 //!   `(stream, command id)` and return their [`Position`]s.
 //! - **Command side**: the [`Repository`] loads an aggregate, decides, appends and retries on
 //!   conflict.
+//! - **Schemas**: [`schemas`] exports the JSON Schema of every event type and command and
+//!   checks a change against the committed ones (backward, forward, full); [`upcast`] reads
+//!   records of older schema versions through the upcasters an event type declares.
 //! - **Testing**: with the `testing` feature, `testing` holds the backend conformance suite
 //!   and a given/when/then harness for aggregates.
 //!
@@ -23,6 +26,7 @@
 //! | `sqlite` | the embedded SQLite event store |
 //! | `kafka` | the Kafka event store (rdkafka; builds librdkafka with cmake) |
 //! | `testing` | the conformance suite and the aggregate test harness |
+//! | `cli` | `schemas::cli`, the embeddable `schemas export \| check` command line (clap) |
 //!
 //! ## What a crate using keel depends on
 //!

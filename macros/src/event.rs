@@ -11,7 +11,9 @@
 //! ```
 //!
 //! expands to an `impl ::keel::Event` whose `decode` dispatches on the type name and hands the
-//! payload to serde under the variant's serde name.
+//! payload to serde under the variant's serde name; a record of another schema version goes
+//! through the variant's upcasters (`evolution.rs`), and old type names (aliases) and ignored
+//! types get arms after the current names.
 
 use std::collections::HashMap;
 
