@@ -194,15 +194,9 @@ pub enum DecodeErrorKind {
         /// The version the code reads.
         current: u32,
     },
-    /// The upcaster from version `from` refused the payload.
-    #[error("the upcaster from schema version {from} failed")]
-    Upcast {
-        /// The version it upcasts from.
-        from: u32,
-        /// Its error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// An upcaster refused the payload: which one, and why.
+    #[error(transparent)]
+    Upcast(Box<crate::upcast::UpcastError>),
     /// The upcasters ran, but what they made does not decode as the current version.
     #[error("the payload upcast to schema version {current} does not decode")]
     Upcasted {
@@ -643,6 +637,17 @@ mod tests {
         assert!(message.contains("externally tagged"), "{message}");
         assert!(encode_variant(&NotAnEnum { a: 1 }, "NotAnEnum").is_err());
         assert!(encode_variant(&7u8, "Seven").is_err());
+    }
+
+    #[test]
+    fn a_decode_error_stays_small() {
+        // It travels inside every reader's error type: keep it as small as the unknown type's
+        // list of names makes it.
+        assert!(
+            std::mem::size_of::<DecodeErrorKind>() <= std::mem::size_of::<String>(),
+            "{}",
+            std::mem::size_of::<DecodeErrorKind>()
+        );
     }
 
     #[test]

@@ -66,6 +66,18 @@ pub use serde_json::{Map, Value, json};
 /// A boxed error, as upcasters report them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// An upcaster refused a payload ([`DecodeErrorKind::Upcast`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the upcaster from schema version {from} failed")]
+#[non_exhaustive]
+pub struct UpcastError {
+    /// The version it upcasts from.
+    pub from: u32,
+    /// Its own error.
+    #[source]
+    pub source: BoxError,
+}
+
 /// What an upcaster may return: the new JSON, or a `Result` of it.
 #[diagnostic::on_unimplemented(
     message = "an upcaster cannot return `{Self}`",
@@ -129,7 +141,12 @@ pub(crate) fn decode_older<T: DeserializeOwned>(
     let mut value: Value = serde_json::from_slice(payload)
         .map_err(|source| DecodeError::payload(event_type, stored, source))?;
     for (from, step) in chain {
-        value = step(value).map_err(|source| error(DecodeErrorKind::Upcast { from, source }))?;
+        value = step(value).map_err(|source| {
+            error(DecodeErrorKind::Upcast(Box::new(UpcastError {
+                from,
+                source,
+            })))
+        })?;
     }
     let bytes = serde_json::to_vec(&value)
         .map_err(|source| error(DecodeErrorKind::Upcasted { current, source }))?;
@@ -211,9 +228,15 @@ mod tests {
     fn upcaster_and_payload_failures_are_told_apart() {
         let refused = decode(1, br#"{"other":1}"#).expect_err("no name");
         assert!(
-            matches!(refused.kind, DecodeErrorKind::Upcast { from: 1, .. }),
+            matches!(&refused.kind, DecodeErrorKind::Upcast(e) if e.from == 1),
             "{refused}"
         );
+        assert_eq!(
+            refused.to_string(),
+            "cannot decode event type \"Opened\" (schema v1): the upcaster from schema version 1 failed"
+        );
+        let source = std::error::Error::source(&refused).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("no name"));
         let bad = decode(2, b"{").expect_err("not JSON");
         assert!(matches!(bad.kind, DecodeErrorKind::Payload(_)), "{bad}");
         let wrong = decode(2, br#"{"owner":5}"#).expect_err("owner is a number");

@@ -368,7 +368,7 @@ fn an_unknown_stored_version_names_the_missing_upcaster() {
     let refused = v2::AccountEvent::decode("Deposited", 1, br#"{"amount":"x"}"#)
         .expect_err("the upcaster refuses");
     assert!(
-        matches!(refused.kind, DecodeErrorKind::Upcast { from: 1, .. }),
+        matches!(&refused.kind, DecodeErrorKind::Upcast(e) if e.from == 1),
         "{refused}"
     );
     let source = std::error::Error::source(&refused).map(ToString::to_string);

@@ -256,7 +256,7 @@ impl<'a> Walk<'a> {
                     let reader_field = reader_props.get(field);
                     let instead = writer_props
                         .iter()
-                        .filter(|(name, _)| !reader_props.contains_key(*name))
+                        .filter(|(name, _)| !reader_props.contains_key(name))
                         .find(|(_, schema)| {
                             reader_field.is_some_and(|r| {
                                 let mut probe = Walk {
