@@ -81,6 +81,7 @@ for features in \
     "-p keel --no-default-features --features derive" \
     "-p keel --features sqlite" \
     "-p keel --features testing" \
+    "-p keel --features cli" \
     "-p keel-projections --no-default-features" \
     "-p keel-projections --features sqlite" \
     "-p keel-projections --features cli" \

@@ -175,6 +175,46 @@ pub mod versions {
         account!();
     }
 
+    /// The events of the base; the `close` command takes a reason now, and `reopen` is new.
+    pub mod changed_commands {
+        use keel::prelude::*;
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Event, Serialize, Deserialize, JsonSchema)]
+        pub enum AccountEvent {
+            Opened { owner: String, overdraft: u32 },
+            Deposited { amount: u64 },
+            Closed,
+        }
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("refused")]
+        pub struct Refused;
+
+        #[derive(Aggregate, Default)]
+        #[aggregate(kind = "account", event = AccountEvent, error = Refused)]
+        pub struct Account;
+
+        impl Apply<AccountEvent> for Account {
+            fn apply(&mut self, _: &AccountEvent) {}
+        }
+
+        #[keel::commands]
+        impl Account {
+            pub fn close(&self, reason: String) -> AccountEvent {
+                let _ = reason;
+                AccountEvent::Closed
+            }
+            pub fn reopen(&self) -> Vec<AccountEvent> {
+                Vec::new()
+            }
+        }
+
+        pub fn registry() -> keel::schemas::Registry {
+            keel::schemas::Registry::new().aggregate::<Account>()
+        }
+    }
+
     /// `Deposited` counts cents now, at version 2, with an upcaster from version 1.
     pub mod bumped_with_upcaster {
         use keel::prelude::*;
@@ -429,6 +469,19 @@ fn an_aggregate_no_longer_registered_is_named() -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
         [
             "aggregate `account`: committed schemas of an aggregate the registry does not list (register it, or delete its folder) [breaks backward]"
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn commands_are_checked_by_the_same_rules() -> anyhow::Result<()> {
+    let code = changed_commands::registry();
+    assert_eq!(
+        breaking(&code, FULL)?,
+        [
+            "aggregate `account`, command `close`, field `reason`: new required field without a default: callers on the committed schema do not send it (give it `#[serde(default)]` or make it an `Option`) [breaks backward]",
+            "aggregate `account`, command `reopen`: new command: services on the committed schema do not know it [breaks forward]",
         ]
     );
     Ok(())

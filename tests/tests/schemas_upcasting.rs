@@ -241,6 +241,15 @@ async fn read_v2(store: Arc<dyn EventStore>) -> anyhow::Result<()> {
     // Bob's `Frozen` is skipped; his version still counts it.
     let bob = repo.load("bob").await?;
     assert_eq!((bob.state.cents, bob.version.0), (600, 5));
+    let frozen = store
+        .read_stream(&StreamId::new("account", "bob")?, keel::StreamVersion(4))
+        .await?;
+    assert_eq!(frozen[0].event_type, "Frozen");
+    assert_eq!(frozen[0].decode_unless_ignored::<v2::AccountEvent>()?, None);
+    assert_eq!(
+        frozen[1].decode_unless_ignored::<v2::AccountEvent>()?,
+        Some(v2::AccountEvent::Deposited { cents: 100 })
+    );
 
     // New events are written at version 2, beside the old ones; both read back.
     repo.execute("ann", v2::AccountCommand::Deposit { cents: 50 })

@@ -164,9 +164,22 @@ pub enum Rule {
 impl Rule {
     /// What breaks, and what to do about it.
     fn explain(&self, subject: Option<&Subject>) -> String {
-        let what = match subject {
-            Some(Subject::Command { .. }) => "commands",
-            _ => "events",
+        let command = matches!(subject, Some(Subject::Command { .. }));
+        // Who holds documents of the committed schema, and the way out of a breaking change.
+        let (lack, may_lack, may_hold, fix) = if command {
+            (
+                "callers on the committed schema do not send it",
+                "callers on the committed schema may leave it out",
+                "callers on the committed schema may send it",
+                "",
+            )
+        } else {
+            (
+                "stored events lack it",
+                "stored events may lack it",
+                "stored events may hold it",
+                ", or bump the version with an upcaster",
+            )
         };
         match self {
             Self::RemovedRequiredField => {
@@ -174,26 +187,22 @@ impl Rule {
             }
             Self::RenamedRequiredField { from } => format!(
                 "renamed required field (from `{from}`): readers of either version require \
-                 their own name (keep the old name with `#[serde(rename)]`, or bump the version \
-                 with an upcaster)"
+                 their own name (keep the old name with `#[serde(rename)]`{fix})"
             ),
             Self::NewRequiredFieldWithoutDefault => format!(
-                "new required field without a default: stored {what} lack it (give it \
-                 `#[serde(default)]` or make it an `Option`, or bump the version with an \
-                 upcaster)"
+                "new required field without a default: {lack} (give it `#[serde(default)]` or \
+                 make it an `Option`{fix})"
             ),
             Self::FieldNowRequired => {
-                format!("field now required: stored {what} may lack it")
+                format!("field now required: {may_lack} (give it `#[serde(default)]`{fix})")
             }
             Self::ChangedType { from, to } => format!("changed type from {from} to {to}"),
-            Self::RemovedValue { value } => {
-                format!("removed value {value:?}: stored {what} may hold it")
-            }
+            Self::RemovedValue { value } => format!("removed value {value:?}: {may_hold}"),
             Self::AddedValue { value } => {
                 format!("new value {value:?}: readers on the committed schema refuse it")
             }
             Self::RemovedVariant { variant } => {
-                format!("removed variant `{variant}`: stored {what} may hold it")
+                format!("removed variant `{variant}`: {may_hold}")
             }
             Self::AddedVariant { variant } => {
                 format!("new variant `{variant}`: readers on the committed schema do not know it")
@@ -201,22 +210,22 @@ impl Rule {
             Self::UnknownFieldRefused => {
                 "field refused: the reader denies unknown fields".to_owned()
             }
-            Self::RemovedType => match subject {
-                Some(Subject::Command { .. }) => {
-                    "removed command: callers on the committed schema still send it".to_owned()
-                }
-                _ => "removed event type: its stored records no longer load (keep the \
-                      variant, give its new name `aliases = [...]`, or declare it \
-                      `#[event(ignore = [...])]` on the enum)"
-                    .to_owned(),
-            },
-            Self::AddedType => match subject {
-                Some(Subject::Command { .. }) => {
-                    "new command: services on the committed schema do not know it".to_owned()
-                }
-                _ => "new event type: readers on the committed schema fail on it (unknown type)"
-                    .to_owned(),
-            },
+            Self::RemovedType if command => {
+                "removed command: callers on the committed schema still send it".to_owned()
+            }
+            Self::RemovedType => concat!(
+                "removed event type: its stored records no longer load (keep the variant, give ",
+                "its new name `aliases = [...]`, or declare it `#[event(ignore = [...])]` on the ",
+                "enum)"
+            )
+            .to_owned(),
+            Self::AddedType if command => {
+                "new command: services on the committed schema do not know it".to_owned()
+            }
+            Self::AddedType => {
+                "new event type: readers on the committed schema fail on it (unknown type)"
+                    .to_owned()
+            }
             Self::RenamedType { from } => format!(
                 "renamed event type (from `{from}`): readers on the committed schema do not \
                  know the new name"
