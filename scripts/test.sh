@@ -98,6 +98,7 @@ for features in \
     "-p keel --features sqlite" \
     "-p keel --features postgres" \
     "-p keel --features testing" \
+    "-p keel --features cli" \
     "-p keel-projections --no-default-features" \
     "-p keel-projections --features sqlite" \
     "-p keel-projections --features cli" \

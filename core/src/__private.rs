@@ -2,6 +2,7 @@
 
 pub use schemars;
 pub use serde;
+pub use serde_json;
 
 use crate::aggregate::{Aggregate, IntoEvents};
 use crate::event::{DecodeError, EncodeError};
@@ -30,6 +31,50 @@ pub fn decode_variant<T: serde::de::DeserializeOwned>(
     payload: &[u8],
 ) -> Result<T, DecodeError> {
     crate::event::decode_variant(tag, event_type, schema_version, payload)
+}
+
+/// One upcaster, as the `Event` derive lists them: from a version to the next.
+pub type Upcaster = crate::upcast::Step;
+
+/// Calls the user's upcaster's output into an [`Upcaster`]'s.
+///
+/// # Errors
+///
+/// The upcaster's own error, boxed.
+#[inline]
+pub fn upcast_output<T: crate::upcast::UpcastOutput>(
+    output: T,
+) -> Result<serde_json::Value, crate::upcast::BoxError> {
+    output.into_upcast()
+}
+
+/// Decodes variant `tag` from a record of a version other than the current one, through
+/// the variant's upcasters.
+///
+/// # Errors
+///
+/// A newer version, a gap in the chain, an upcaster's error, or a payload that does not
+/// decode.
+#[inline]
+pub fn decode_older<T: serde::de::DeserializeOwned>(
+    tag: &'static str,
+    event_type: &str,
+    stored: u32,
+    current: u32,
+    payload: &[u8],
+    steps: &[(u32, Upcaster)],
+) -> Result<T, DecodeError> {
+    crate::upcast::decode_older(tag, event_type, stored, current, payload, steps)
+}
+
+/// The error for a record of a type the enum declares ignored.
+#[cold]
+pub fn ignored(event_type: &str, schema_version: u32) -> DecodeError {
+    DecodeError::new(
+        event_type,
+        schema_version,
+        crate::event::DecodeErrorKind::Ignored,
+    )
 }
 
 /// Normalises a command handler's answer to the aggregate's events or error.

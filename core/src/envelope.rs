@@ -206,4 +206,20 @@ impl RecordedEvent {
         E::decode(&self.event_type, self.schema_version, &self.payload)
             .map_err(|e| e.at(self.position.clone(), self.stream.clone(), self.version))
     }
+
+    /// Decodes the payload, or `None` for a type the event enum declares removed
+    /// ([`Event::IGNORED_TYPES`], `#[event(ignore = [...])]`): what a reader that folds a
+    /// stream calls, so that it skips such records instead of failing on them. With no
+    /// ignored types this is [`decode`](Self::decode) (the check is a constant, and goes).
+    ///
+    /// # Errors
+    ///
+    /// As [`decode`](Self::decode).
+    #[inline]
+    pub fn decode_unless_ignored<E: Event>(&self) -> Result<Option<E>, DecodeError> {
+        if E::IGNORED_TYPES.contains(&self.event_type.as_str()) {
+            return Ok(None);
+        }
+        self.decode().map(Some)
+    }
 }

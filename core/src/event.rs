@@ -5,6 +5,16 @@
 //! version (`#[event(version = N)]` on the variant or the enum, default 1). The payload is the
 //! variant's content as JSON, so a plain consumer reads `{"amount":5}` under the type name
 //! `Deposited`, not a Rust-specific wrapper.
+//!
+//! Events change over the years their records live; the derive declares how (see
+//! [`crate::upcast`] and the book's chapter on evolving events):
+//!
+//! - `upcast(from = N, with = path)` on a variant: a function turning the stored JSON of
+//!   version N into version N + 1. [`Event::decode`] applies the chain up to the current
+//!   version, so every reader (aggregates, projections, process managers) sees only current
+//!   events; the common case, a record of the current version, costs one comparison more.
+//! - `aliases = ["Old"]` on a variant: the type names it was stored under before.
+//! - `ignore = ["Removed"]` on the enum: types it no longer has, whose records readers skip.
 
 use std::fmt;
 
@@ -47,6 +57,25 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Every type name this enum writes, in declaration order.
     const EVENT_TYPES: &'static [&'static str];
 
+    /// Each type's schema history: its name and version, the names it was stored under
+    /// before and the versions it upcasts from, in declaration order. The derive fills it;
+    /// the schema tools ([`crate::schemas`]) read it. Empty for a hand-written impl.
+    const TYPE_INFO: &'static [EventTypeInfo] = &[];
+
+    /// Types this enum no longer has, declared with `#[event(ignore = [...])]`: readers skip
+    /// their records instead of failing on an unknown type (see
+    /// [`RecordedEvent::decode_unless_ignored`](crate::RecordedEvent::decode_unless_ignored)).
+    const IGNORED_TYPES: &'static [&'static str] = &[];
+
+    /// Whether [`decode`](Self::decode) reads records of this type: one of
+    /// [`EVENT_TYPES`](Self::EVENT_TYPES) or an alias (a name a type was stored under before).
+    fn reads(event_type: &str) -> bool {
+        Self::EVENT_TYPES.contains(&event_type)
+            || Self::TYPE_INFO
+                .iter()
+                .any(|info| info.aliases.contains(&event_type))
+    }
+
     /// The stable type name of this event.
     fn event_type(&self) -> &'static str;
 
@@ -62,10 +91,56 @@ pub trait Event: Sized + Send + Sync + 'static {
 
     /// Rebuilds an event from its type name, schema version and payload.
     ///
+    /// A payload of an older schema version goes through the type's upcasters first, up to
+    /// the current version; one of a newer version is refused.
+    ///
     /// # Errors
     ///
-    /// [`DecodeError`] when the type name is unknown or the payload does not decode.
+    /// [`DecodeError`] when the type name is unknown (or declared ignored), the payload does
+    /// not decode, no upcaster leads from its version, or its version is newer than the code's.
     fn decode(event_type: &str, schema_version: u32, payload: &[u8]) -> Result<Self, DecodeError>;
+}
+
+/// One event type of an event enum, as the derive declares it: what the schema tools need
+/// to export it and to judge a change to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventTypeInfo {
+    /// The stored type name.
+    pub name: &'static str,
+    /// The current schema version.
+    pub version: u32,
+    /// The name serde knows the variant by (its tag in the enum's JSON Schema).
+    pub variant: &'static str,
+    /// Names records of this type were stored under before (`aliases = [...]`).
+    pub aliases: &'static [&'static str],
+    /// The versions an upcaster turns into the next one (`upcast(from = N, ...)`), ascending.
+    pub upcasts_from: &'static [u32],
+}
+
+impl EventTypeInfo {
+    /// Describes a type (the derive's constructor; the fields are public to read).
+    pub const fn new(
+        name: &'static str,
+        version: u32,
+        variant: &'static str,
+        aliases: &'static [&'static str],
+        upcasts_from: &'static [u32],
+    ) -> Self {
+        Self {
+            name,
+            version,
+            variant,
+            aliases,
+            upcasts_from,
+        }
+    }
+
+    /// The first version in `from..version` no upcaster starts from: `None` when records of
+    /// version `from` can be read (upcast step by step up to the current version).
+    pub fn missing_upcast(&self, from: u32) -> Option<u32> {
+        (from..self.version).find(|v| !self.upcasts_from.contains(v))
+    }
 }
 
 /// An event could not be turned into payload bytes.
@@ -93,6 +168,44 @@ pub enum DecodeErrorKind {
     /// The payload is not valid for the type.
     #[error("payload does not decode")]
     Payload(#[source] serde_json::Error),
+    /// The event enum declares the type removed (`#[event(ignore = [...])]`): readers skip
+    /// such records (see
+    /// [`RecordedEvent::decode_unless_ignored`](crate::RecordedEvent::decode_unless_ignored)).
+    #[error("the type was removed and is declared ignored: readers skip it")]
+    Ignored,
+    /// The record's schema version is older than the code's and no upcaster starts from
+    /// version `missing`.
+    #[error(
+        "no upcaster from schema version {missing} to the version {current} this code reads: \
+         declare `upcast(from = {missing}, with = ...)` on the variant"
+    )]
+    NoUpcastPath {
+        /// The version with no upcaster to the next.
+        missing: u32,
+        /// The version the code reads.
+        current: u32,
+    },
+    /// The record was written with a schema version newer than the code's.
+    #[error(
+        "it is newer than version {current}, the newest this code reads: upgrade this service \
+         to a build that knows it before it reads these events"
+    )]
+    NewerThanCode {
+        /// The version the code reads.
+        current: u32,
+    },
+    /// An upcaster refused the payload: which one, and why.
+    #[error(transparent)]
+    Upcast(Box<crate::upcast::UpcastError>),
+    /// The upcasters ran, but what they made does not decode as the current version.
+    #[error("the payload upcast to schema version {current} does not decode")]
+    Upcasted {
+        /// The version the code reads.
+        current: u32,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// Stored bytes did not become an event: which record, which type, and why.
@@ -157,6 +270,20 @@ impl DecodeError {
             kind: DecodeErrorKind::UnknownType {
                 known: known.join(", "),
             },
+        }
+    }
+
+    /// A record whose schema version, or its upcasting, is the problem (`kind` is one of
+    /// [`Ignored`](DecodeErrorKind::Ignored), [`NoUpcastPath`](DecodeErrorKind::NoUpcastPath),
+    /// [`NewerThanCode`](DecodeErrorKind::NewerThanCode), [`Upcast`](DecodeErrorKind::Upcast)
+    /// or [`Upcasted`](DecodeErrorKind::Upcasted)).
+    pub fn new(event_type: &str, schema_version: u32, kind: DecodeErrorKind) -> Self {
+        Self {
+            event_type: event_type.to_owned(),
+            schema_version,
+            position: None,
+            stream: None,
+            kind,
         }
     }
 
@@ -510,6 +637,17 @@ mod tests {
         assert!(message.contains("externally tagged"), "{message}");
         assert!(encode_variant(&NotAnEnum { a: 1 }, "NotAnEnum").is_err());
         assert!(encode_variant(&7u8, "Seven").is_err());
+    }
+
+    #[test]
+    fn a_decode_error_stays_small() {
+        // It travels inside every reader's error type: keep it as small as the unknown type's
+        // list of names makes it.
+        assert!(
+            std::mem::size_of::<DecodeErrorKind>() <= std::mem::size_of::<String>(),
+            "{}",
+            std::mem::size_of::<DecodeErrorKind>()
+        );
     }
 
     #[test]

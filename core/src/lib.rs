@@ -14,6 +14,9 @@
 //!   `(stream, command id)` and return their [`Position`]s.
 //! - **Command side**: the [`Repository`] loads an aggregate, decides, appends and retries on
 //!   conflict.
+//! - **Schemas**: [`schemas`] exports the JSON Schema of every event type and command and
+//!   checks a change against the committed ones (backward, forward, full); [`upcast`] reads
+//!   records of older schema versions through the upcasters an event type declares.
 //! - **Testing**: with the `testing` feature, `testing` holds the backend conformance suite
 //!   and a given/when/then harness for aggregates.
 //!
@@ -26,6 +29,7 @@
 //! | `postgres` | the PostgreSQL event store (group commit, LISTEN/NOTIFY) |
 //! | `kafka` | the Kafka event store (rdkafka; builds librdkafka with cmake) |
 //! | `testing` | the conformance suite and the aggregate test harness |
+//! | `cli` | `schemas::cli`, the embeddable `schemas export \| check` command line (clap) |
 //!
 //! ## What a crate using keel depends on
 //!
@@ -43,10 +47,12 @@ pub mod ids;
 pub mod limits;
 pub mod partitioner;
 pub mod repository;
+pub mod schemas;
 pub mod snapshot;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod upcast;
 
 #[doc(hidden)]
 pub mod __private;
@@ -54,7 +60,7 @@ pub mod __private;
 pub use aggregate::{Aggregate, Apply, Command, Handle, IntoEvents};
 pub use backend_error::BackendError;
 pub use envelope::{CommandMeta, Fingerprint, Metadata, NewEvent, RecordedEvent, Timestamp};
-pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event};
+pub use event::{DecodeError, DecodeErrorKind, EncodeError, Event, EventTypeInfo};
 pub use ids::{
     Checkpoint, CommandId, IdError, Offset, Partition, Position, StreamId, StreamVersion, Topic,
 };
@@ -71,7 +77,7 @@ pub use keel_macros::{Aggregate, Event, commands};
 /// `#[keel::async_trait]` and no `async-trait` dependency of your own.
 pub use async_trait::async_trait;
 /// The JSON Schema crate event and command types describe themselves with
-/// ([`schemars::schema_for!`] exports a schema).
+/// ([`schemars::schema_for!`] exports a schema; [`schemas`] exports and checks an app's).
 pub use schemars;
 
 /// What domain code needs, in one import: `use keel::prelude::*;`.

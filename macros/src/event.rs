@@ -11,7 +11,9 @@
 //! ```
 //!
 //! expands to an `impl ::keel::Event` whose `decode` dispatches on the type name and hands the
-//! payload to serde under the variant's serde name.
+//! payload to serde under the variant's serde name; a record of another schema version goes
+//! through the variant's upcasters (`evolution.rs`), and old type names (aliases) and ignored
+//! types get arms after the current names.
 
 use std::collections::HashMap;
 
@@ -23,6 +25,7 @@ use syn::{Attribute, Data, DataEnum, DeriveInput, Fields, Ident, Variant};
 use crate::attr;
 use crate::case;
 use crate::errors::Errors;
+use crate::evolution::{self, Upcast, UpcastAttr};
 use crate::valid;
 
 /// Expands `#[derive(Event)]`.
@@ -52,6 +55,8 @@ pub(crate) fn derive(input: TokenStream) -> syn::Result<TokenStream> {
 struct EventEnum<'a> {
     ident: &'a Ident,
     variants: Vec<EventVariant<'a>>,
+    /// Removed types whose records readers skip.
+    ignored: Vec<syn::LitStr>,
 }
 
 /// One variant of a valid event enum.
@@ -62,6 +67,10 @@ struct EventVariant<'a> {
     version: u32,
     /// The name serde knows the variant by.
     serde_tag: String,
+    /// The names it was stored under before.
+    aliases: Vec<syn::LitStr>,
+    /// Its upcasters, by the version they read.
+    upcasts: Vec<Upcast>,
 }
 
 /// `#[event(...)]` on the enum or a variant.
@@ -69,6 +78,12 @@ struct EventVariant<'a> {
 struct EventAttr {
     name: Option<syn::LitStr>,
     version: Option<u32>,
+    /// `aliases = [...]` (variants).
+    aliases: Option<Vec<syn::LitStr>>,
+    /// `upcast(...)`, each (variants).
+    upcasts: Vec<UpcastAttr>,
+    /// `ignore = [...]` (the enum).
+    ignore: Option<Vec<syn::LitStr>>,
 }
 
 fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<EventEnum<'a>> {
@@ -97,6 +112,16 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<EventEnum<'a
     let defaults = event_attr(&input.attrs, Level::Enum, errors);
     let default_version = defaults.version.unwrap_or(1);
     let variants = parse_variants(data, default_version, serde.rename_all.as_deref(), errors);
+    let ignored = defaults.ignore.unwrap_or_default();
+    let names: Vec<evolution::Names<'_>> = variants
+        .iter()
+        .map(|v| evolution::Names {
+            variant: &v.variant.ident,
+            type_name: v.type_name.value(),
+            aliases: &v.aliases,
+        })
+        .collect();
+    evolution::check_names(&names, &ignored, errors);
     if data.variants.is_empty() {
         errors.spanned(
             &input.ident,
@@ -106,6 +131,7 @@ fn parse<'a>(input: &'a DeriveInput, errors: &mut Errors) -> Option<EventEnum<'a
     Some(EventEnum {
         ident: &input.ident,
         variants,
+        ignored,
     })
 }
 
@@ -160,11 +186,14 @@ fn parse_variants<'a>(
             },
             |rename| rename.value(),
         );
+        let version = own.version.unwrap_or(default_version);
         variants.push(EventVariant {
             variant,
             type_name,
-            version: own.version.unwrap_or(default_version),
+            version,
             serde_tag,
+            aliases: own.aliases.unwrap_or_default(),
+            upcasts: evolution::upcasts(version, own.upcasts, errors),
         });
     }
     variants
@@ -179,8 +208,10 @@ enum Level {
 fn event_attr(attrs: &[Attribute], level: Level, errors: &mut Errors) -> EventAttr {
     let mut parsed = EventAttr::default();
     let expected = match level {
-        Level::Enum => "`version` (type names are set on variants)",
-        Level::Variant => "`name` or `version`",
+        Level::Enum => {
+            "`version` or `ignore` (type names, aliases and upcasters are set on variants)"
+        }
+        Level::Variant => "`name`, `version`, `aliases` or `upcast`",
     };
     for attr in attrs.iter().filter(|attr| attr.path().is_ident("event")) {
         let result = attr.parse_nested_meta(|meta| {
@@ -192,6 +223,15 @@ fn event_attr(attrs: &[Attribute], level: Level, errors: &mut Errors) -> EventAt
                 if let Some(name) = errors.ok(attr::lit_str(&meta)) {
                     attr::set_once(&mut parsed.name, name, &meta, "event", errors);
                 }
+            } else if level == Level::Variant && meta.path.is_ident("aliases") {
+                let aliases = evolution::name_list(&meta, "AccountOpened", errors)?;
+                attr::set_once(&mut parsed.aliases, aliases, &meta, "event", errors);
+            } else if level == Level::Variant && meta.path.is_ident("upcast") {
+                let upcast = evolution::upcast_attr(&meta, errors)?;
+                parsed.upcasts.push(upcast);
+            } else if level == Level::Enum && meta.path.is_ident("ignore") {
+                let ignore = evolution::name_list(&meta, "AccountFrozen", errors)?;
+                attr::set_once(&mut parsed.ignore, ignore, &meta, "event", errors);
             } else {
                 attr::unknown_key(&meta, "event", expected, errors)?;
             }
@@ -210,19 +250,55 @@ fn expand(model: &EventEnum<'_>) -> TokenStream {
         .variants
         .iter()
         .map(|v| Literal::u32_unsuffixed(v.version));
-    let tags = model
+    let tags: Vec<syn::LitStr> = model
         .variants
         .iter()
-        .map(|v| syn::LitStr::new(&v.serde_tag, v.variant.ident.span()));
+        .map(|v| syn::LitStr::new(&v.serde_tag, v.variant.ident.span()))
+        .collect();
     // Serde bounds fail at the enum's name: "the trait bound `X: Serialize` is not satisfied".
     let encode = quote_spanned! {ident.span()=>
         ::keel::__private::encode_variant(self, ::keel::Event::event_type(self))
     };
     let decode = quote_spanned! {ident.span()=> ::keel::__private::decode_variant::<Self> };
+    let bodies: Vec<TokenStream> = model
+        .variants
+        .iter()
+        .zip(&tags)
+        .map(|(v, tag)| evolution::decode_body(tag, v.version, &v.upcasts, &decode))
+        .collect();
+    // Old names come after every current one, so reading a current name compares no more
+    // strings than before.
+    let aliases = model
+        .variants
+        .iter()
+        .zip(&bodies)
+        .flat_map(|(v, body)| v.aliases.iter().map(move |alias| quote!(#alias => #body,)));
+    let ignored = &model.ignored;
+    let ignored_arms = ignored.iter().map(|name| {
+        quote! {
+            #name => ::core::result::Result::Err(::keel::__private::ignored(
+                __event_type,
+                __schema_version,
+            )),
+        }
+    });
+    let ignored_const = (!ignored.is_empty()).then(|| {
+        quote! {
+            const IGNORED_TYPES: &'static [&'static ::core::primitive::str] = &[#(#ignored),*];
+        }
+    });
+    let infos =
+        model.variants.iter().zip(&tags).map(|(v, tag)| {
+            evolution::type_info(&v.type_name, v.version, tag, &v.aliases, &v.upcasts)
+        });
     quote! {
         #[automatically_derived]
         impl ::keel::Event for #ident {
             const EVENT_TYPES: &'static [&'static ::core::primitive::str] = &[#(#names),*];
+
+            const TYPE_INFO: &'static [::keel::event::EventTypeInfo] = &[#(#infos),*];
+
+            #ignored_const
 
             fn event_type(&self) -> &'static ::core::primitive::str {
                 match self {
@@ -249,7 +325,9 @@ fn expand(model: &EventEnum<'_>) -> TokenStream {
                 __payload: &[::core::primitive::u8],
             ) -> ::core::result::Result<Self, ::keel::DecodeError> {
                 match __event_type {
-                    #(#names => #decode(#tags, __event_type, __schema_version, __payload),)*
+                    #(#names => #bodies,)*
+                    #(#aliases)*
+                    #(#ignored_arms)*
                     _ => ::core::result::Result::Err(::keel::DecodeError::unknown_type(
                         __event_type,
                         __schema_version,
@@ -338,6 +416,12 @@ mod tests {
                 const EVENT_TYPES: &'static [&'static ::core::primitive::str] =
                     &["Opened", "account.deposited", "Closed"];
 
+                const TYPE_INFO: &'static [::keel::event::EventTypeInfo] = &[
+                    ::keel::event::EventTypeInfo::new("Opened", 2, "opened", &[], &[]),
+                    ::keel::event::EventTypeInfo::new("account.deposited", 3, "deposited", &[], &[]),
+                    ::keel::event::EventTypeInfo::new("Closed", 2, "gone", &[], &[])
+                ];
+
                 fn event_type(&self) -> &'static ::core::primitive::str {
                     match self {
                         Self::Opened { .. } => "Opened",
@@ -367,12 +451,27 @@ mod tests {
                     __payload: &[::core::primitive::u8],
                 ) -> ::core::result::Result<Self, ::keel::DecodeError> {
                     match __event_type {
-                        "Opened" => ::keel::__private::decode_variant::<Self>(
-                            "opened", __event_type, __schema_version, __payload),
-                        "account.deposited" => ::keel::__private::decode_variant::<Self>(
-                            "deposited", __event_type, __schema_version, __payload),
-                        "Closed" => ::keel::__private::decode_variant::<Self>(
-                            "gone", __event_type, __schema_version, __payload),
+                        "Opened" => if __schema_version == 2 {
+                            ::keel::__private::decode_variant::<Self>(
+                                "opened", __event_type, __schema_version, __payload)
+                        } else {
+                            ::keel::__private::decode_older::<Self>(
+                                "opened", __event_type, __schema_version, 2, __payload, &[],)
+                        },
+                        "account.deposited" => if __schema_version == 3 {
+                            ::keel::__private::decode_variant::<Self>(
+                                "deposited", __event_type, __schema_version, __payload)
+                        } else {
+                            ::keel::__private::decode_older::<Self>(
+                                "deposited", __event_type, __schema_version, 3, __payload, &[],)
+                        },
+                        "Closed" => if __schema_version == 2 {
+                            ::keel::__private::decode_variant::<Self>(
+                                "gone", __event_type, __schema_version, __payload)
+                        } else {
+                            ::keel::__private::decode_older::<Self>(
+                                "gone", __event_type, __schema_version, 2, __payload, &[],)
+                        },
                         _ => ::core::result::Result::Err(::keel::DecodeError::unknown_type(
                             __event_type,
                             __schema_version,
@@ -449,8 +548,8 @@ mod tests {
             [
                 "events use serde's default externally tagged representation: remove `tag`",
                 "schema versions start at 1: `version = 0` is not a version",
-                "unknown key `name` in `#[event(...)]`; expected `version` (type names are set on variants)",
-                "unknown key `colour` in `#[event(...)]`; expected `name` or `version`",
+                "unknown key `name` in `#[event(...)]`; expected `version` or `ignore` (type names, aliases and upcasters are set on variants)",
+                "unknown key `colour` in `#[event(...)]`; expected `name`, `version`, `aliases` or `upcast`",
                 "the event type name is empty",
                 "expected a schema version: an integer from 1, such as `version = 2`",
                 "duplicate key `version` in `#[event(...)]`",

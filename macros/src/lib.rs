@@ -33,6 +33,7 @@ mod case;
 mod commands;
 mod errors;
 mod event;
+mod evolution;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -55,6 +56,25 @@ use proc_macro::TokenStream;
 ///     #[event(name = "account.deposited", version = 3)]
 ///     Deposited(u64),                        // type "account.deposited", version 3
 ///     Closed,                                // type "Closed", version 2
+/// }
+/// ```
+///
+/// Events outlive the code that wrote them; the attribute also declares their history:
+///
+/// - `upcast(from = N, with = path::to_fn)` on a variant, once per older version: a
+///   `fn(serde_json::Value) -> serde_json::Value` (or `-> Result<Value, E>`) turning the
+///   stored JSON of version N into version N + 1. `decode` runs the chain from a record's
+///   version up to the variant's; each `from` is below the variant's version, given once,
+///   with no gap up to it.
+/// - `aliases = ["Old"]` on a variant: type names its records were stored under before.
+/// - `ignore = ["Removed"]` on the enum: types it no longer has; readers skip their records.
+///
+/// ```text
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(ignore = ["Frozen"])]
+/// enum AccountEvent {
+///     #[event(version = 2, aliases = ["AccountOpened"], upcast(from = 1, with = opened_v1))]
+///     Opened { owner: String, currency: String },
 /// }
 /// ```
 ///

@@ -53,7 +53,9 @@ impl<E> Envelope<E> {
 /// The runner feeds [`apply`](Self::apply) batches of events in log order (per partition)
 /// inside a view-store transaction, and commits the view changes with the new checkpoint, so
 /// each event takes effect exactly once. Records of the projection's topics whose type is not
-/// one of [`Self::Event`]'s are skipped.
+/// one [`Self::Event`] reads ([`Event::reads`]: a current type name or an alias) are
+/// skipped, those of types it declares ignored among them. Records of an older schema
+/// version arrive upcast to the current one (see [`keel::upcast`]).
 ///
 /// ```
 /// use std::collections::HashMap;

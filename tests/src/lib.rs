@@ -29,6 +29,8 @@ pub mod book {
     pub mod testing {}
     #[doc = include_str!("../../book/src/projections.md")]
     pub mod projections {}
+    #[doc = include_str!("../../book/src/schemas.md")]
+    pub mod schemas {}
     #[doc = include_str!("../../book/src/bank.md")]
     pub mod bank {}
 }

@@ -10,7 +10,9 @@
 //! - [`transfer`]: [`Bank::transfer`], moving money between two accounts (idempotent, not
 //!   atomic);
 //! - [`projections`]: the read models — balances and statements in SQLite, balances in
-//!   memory — fed from the log by `keel-projections`.
+//!   memory — fed from the log by `keel-projections`;
+//! - [`schemas`]: the JSON Schemas of its events and commands, committed in
+//!   `examples/bank/schemas` and checked for compatibility by its tests.
 //!
 //! The library is what the `bank` binary, the tests and the benches share. Run the binary's
 //! scripted scenario with `cargo run -p bank`, and see `cargo run -p bank -- --help` for its
@@ -38,6 +40,7 @@
 pub mod account;
 pub mod bank;
 pub mod projections;
+pub mod schemas;
 pub mod transfer;
 
 pub use account::{

@@ -13,6 +13,8 @@
 //! cargo run -p bank -- show carol
 //! cargo run -p bank -- balances                 # the balances view, brought up to date
 //! cargo run -p bank -- projections status
+//! cargo run -p bank -- schemas export examples/bank/schemas   # after changing an event
+//! cargo run -p bank -- schemas check examples/bank/schemas    # breaking changes fail
 //! ```
 //!
 //! With `--database-url postgres://…` (or `BANK_DATABASE_URL`) the log lives in that PostgreSQL
@@ -98,6 +100,9 @@ impl Cli {
 enum Cmd {
     /// Read models (balances, statement): list, status, rebuild, reset, retry parked events.
     Projections(keel_projections::cli::ProjectionsArgs),
+    /// The JSON Schemas of the bank's events and commands: export them to a folder, or check
+    /// the code against the committed ones (no log is opened).
+    Schemas(keel::schemas::cli::SchemasArgs),
     /// Opens an account.
     Open {
         /// The account id.
@@ -189,9 +194,14 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    let command = match cli.command.take() {
+        // The schemas are the code's: nothing to open.
+        Some(Cmd::Schemas(args)) => return schemas(args),
+        other => other,
+    };
     let (bank, log) = backend::Log::open(&cli.db, cli.log(), cli.kafka_replication).await?;
-    let result = match cli.command {
+    let result = match command {
         None => scenario(&bank, &cli.db, &log.describe(&cli.db)).await,
         Some(command) => execute(&bank, &cli.db, command).await,
     };
@@ -264,6 +274,7 @@ async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot close account {account}"))?;
             report(bank, "closed", &account, &committed).await?;
         }
+        Cmd::Schemas(args) => schemas(args)?,
         Cmd::Show { account } => show(bank, &account).await?,
         Cmd::Balances { account } => balances(bank, db, account.as_deref()).await?,
         Cmd::Projections(args) => {
@@ -292,6 +303,11 @@ async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `bank schemas export | check DIR`.
+fn schemas(args: keel::schemas::cli::SchemasArgs) -> anyhow::Result<()> {
+    Ok(keel::schemas::cli::run(&bank::schemas::registry(), args)?)
 }
 
 /// The account's own reason for a refusal, without the "command rejected" wrapper.

@@ -189,8 +189,9 @@ impl<P: Projection> Runner<P> {
         let mut park = Vec::new();
         let mut skipped = 0;
         for record in records {
-            if !P::Event::EVENT_TYPES.contains(&record.event_type.as_str()) {
-                // Not one of the events this projection declares it reads.
+            if !P::Event::reads(&record.event_type) {
+                // Not one of the events this projection declares it reads (a current type
+                // name or an alias), or one its event enum declares ignored.
                 skipped += 1;
                 continue;
             }

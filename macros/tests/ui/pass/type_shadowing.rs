@@ -39,14 +39,35 @@ type Text = ::std::string::String;
     ::core::fmt::Debug,
     ::core::cmp::PartialEq,
 )]
-#[event(version = 2)]
+#[event(version = 2, ignore = ["light.broken"])]
 enum LightEvent {
     SwitchedOn,
-    #[event(name = "light.dimmed", version = 3)]
+    #[event(
+        name = "light.dimmed",
+        version = 3,
+        aliases = ["Dimmed"],
+        upcast(from = 1, with = upcasts::percent),
+        upcast(from = 2, with = upcasts::rename)
+    )]
     Dimmed {
         level: ::core::primitive::u8,
     },
     Named(Text),
+}
+
+mod upcasts {
+    use ::keel::upcast::{Value, json};
+
+    /// Version 1 said `{"percent": 30}`; version 2 `{"value": 3}`.
+    pub(crate) fn percent(v1: Value) -> Value {
+        json!({ "value": v1["percent"].as_u64().unwrap_or_default() / 10 })
+    }
+
+    /// Version 3 calls it `level`.
+    pub(crate) fn rename(v2: Value) -> ::core::result::Result<Value, &'static ::core::primitive::str> {
+        let value = v2.get("value").ok_or("no value")?;
+        ::core::result::Result::Ok(json!({ "level": value }))
+    }
 }
 
 #[derive(::core::fmt::Debug, ::thiserror::Error)]
@@ -109,6 +130,14 @@ fn main() {
         dimmed
     );
     ::core::assert!(LightEvent::decode("nope", 1, &bytes).is_err());
+    ::core::assert_eq!(
+        LightEvent::decode("Dimmed", 1, br#"{"percent":30}"#).expect("upcast twice"),
+        dimmed
+    );
+    ::core::assert!(LightEvent::decode("light.dimmed", 2, b"{}").is_err());
+    ::core::assert!(LightEvent::decode("light.dimmed", 4, &bytes).is_err());
+    ::core::assert_eq!(LightEvent::IGNORED_TYPES, &["light.broken"]);
+    ::core::assert!(LightEvent::reads("Dimmed") && !LightEvent::reads("light.broken"));
 
     let command = LightCommand::Name {
         name: "hall".into(),
