@@ -312,6 +312,12 @@ impl Time {
     /// Applies the oldest queued tick if the reader has reached its heads; returns the new
     /// watermark then.
     pub(crate) fn ready(&mut self) -> Option<Timestamp> {
+        self.ready_tick().map(|tick| tick.watermark)
+    }
+
+    /// Applies the oldest queued tick if the reader has reached its heads; returns what it
+    /// covers then.
+    pub(crate) fn ready_tick(&mut self) -> Option<Applied> {
         let first = self.pending.front()?;
         let reached = first
             .needs
@@ -322,9 +328,34 @@ impl Time {
         }
         let tick = self.pending.pop_front()?;
         self.ticks += 1;
-        let watermark = self.watermark.map_or(tick.time, |w| w.max(tick.time));
+        let previous = self.watermark;
+        let watermark = previous.map_or(tick.time, |w| w.max(tick.time));
         self.watermark = Some(watermark);
-        Some(watermark)
+        Some(Applied {
+            previous,
+            watermark,
+            heads: tick.needs.into_iter().collect(),
+        })
+    }
+}
+
+/// A tick just applied by a reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// The watermark before it.
+    pub(crate) previous: Option<Timestamp>,
+    /// The watermark now.
+    pub(crate) watermark: Timestamp,
+    /// The heads of the reader's partitions it recorded, by `topic/partition`.
+    pub(crate) heads: BTreeMap<String, u64>,
+}
+
+impl Applied {
+    /// Whether the record at `position` was committed before the tick was recorded.
+    pub(crate) fn covers(&self, position: &keel::Position) -> bool {
+        self.heads
+            .get(&part_key(&position.topic, position.partition))
+            .is_some_and(|&next| position.offset.0 < next)
     }
 }
 

@@ -60,6 +60,9 @@ pub(crate) fn derive_id(name: &str, parts: &[&str]) -> CommandId {
     })
 }
 
+/// Timers set (`Some`) or cancelled (`None`) by one reaction, by name, in order.
+pub(crate) type TimerChanges = Vec<(String, Option<Timestamp>)>;
+
 /// One command decided by a reader, with its options (the derived command id, causation and
 /// correlation).
 #[derive(Debug)]
@@ -80,7 +83,7 @@ pub struct Effects<C> {
     key: String,
     trigger: Trigger,
     sent: Vec<Effect<C>>,
-    timers: Vec<(String, Option<Timestamp>)>,
+    timers: TimerChanges,
     finished: bool,
 }
 
@@ -177,7 +180,7 @@ impl<C> Effects<C> {
         self.finished = true;
     }
 
-    pub(crate) fn into_parts(self) -> (Vec<Effect<C>>, Vec<(String, Option<Timestamp>)>, bool) {
+    pub(crate) fn into_parts(self) -> (Vec<Effect<C>>, TimerChanges, bool) {
         (self.sent, self.timers, self.finished)
     }
 }

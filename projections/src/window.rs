@@ -11,11 +11,17 @@
 //! A window ending at `end` closes when the reader's recorded time (the ticks of a
 //! [`Ticker`](crate::Ticker), applied once the reader has read up to their heads: see
 //! [`clock`](crate::clock)) reaches `end + grace`. The ticks guarantee that by then every
-//! event stamped before `end` has been read, wherever it sits in the log, so a window's
-//! result is the same live and in a replay. The grace period is for event times that come
-//! from elsewhere than the record's stamp (a time in the payload): an event whose window
-//! already closed is **late**: it is left out, counted in [`WindowStats`] and logged with
-//! where it is.
+//! event stamped before `end` has been read, wherever it sits in the log.
+//!
+//! Events are placed into their windows tick by tick: when a tick is applied, the events
+//! committed before it (below its heads) and not placed yet go into their windows, then the
+//! windows due close. An event whose window had closed at the tick before — recorded time had
+//! passed its end plus grace before the event was even committed — is **late**: it is left
+//! out, counted in [`WindowStats`] and logged with where it is. Which events are late, and
+//! what each window holds, depends only on the log, never on the order the runner reads the
+//! partitions in: a replay emits the same results. The grace period is for event times that
+//! come from elsewhere than the record's stamp (a time in the payload), which may be older
+//! than the ticks around the event's commit.
 //!
 //! Windows are aligned on the Unix epoch:
 //! - [`Windows::tumbling`]: `[k·size, (k+1)·size)`, each event in one window;
@@ -33,7 +39,7 @@ use keel::{CommandOptions, Position, RecordedEvent, Timestamp, Topic};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{self, Time, time_key};
+use crate::clock::{self, Applied, Time, time_key};
 use crate::effects::{self, Effect, derive_id};
 use crate::error::BoxError;
 use crate::input::{AnyRecord, Inputs};
@@ -210,6 +216,16 @@ struct Due<V> {
     position: Position,
 }
 
+/// An event read, waiting for the tick that covers it to be placed into its windows.
+#[derive(Debug, Serialize, Deserialize)]
+struct Unplaced<V> {
+    key: String,
+    time: Timestamp,
+    value: V,
+    position: Position,
+}
+
+const UNPLACED: &str = "unplaced";
 const OPEN: &str = "open";
 const DUE: &str = "due";
 const VALUES: &str = "values";
@@ -287,36 +303,87 @@ impl<W: Windowed, S: KeyedStore> WindowView<W, S> {
 
     fn late(
         pass: &mut Pass<'_, '_, S, W::Output>,
-        record: &RecordedEvent,
+        position: &Position,
         time: Timestamp,
         watermark: Timestamp,
     ) {
         pass.stats.late += 1;
         pass.stats.last_late = Some(LateEvent {
-            position: record.position.clone(),
+            position: position.clone(),
             time,
             watermark,
         });
         tracing::warn!(
             window = W::NAME,
-            event = %crate::EventRef::from(record),
+            %position,
             time = time.0,
             watermark = watermark.0,
             "late event: its window has closed; left out"
         );
     }
 
-    /// Adds an input to its windows (or counts it late).
-    async fn add(
+    /// Keeps an input until the tick that covers it.
+    async fn hold(
         &self,
         pass: &mut Pass<'_, '_, S, W::Output>,
         input: &Envelope<W::Input>,
-        watermark: Option<Timestamp>,
     ) -> Result<(), BoxError> {
         let Some((key, value)) = self.windowed.select(input) else {
             return Ok(());
         };
-        let t = self.windowed.time(input);
+        let p = &input.record.position;
+        let unplaced = Unplaced {
+            key,
+            time: self.windowed.time(input),
+            value,
+            position: p.clone(),
+        };
+        let index = format!("{}/{}/{:020}", p.topic, p.partition.0, p.offset.0);
+        pass.state.put(UNPLACED, &index, &unplaced).await?;
+        Ok(())
+    }
+
+    /// Places the events a tick covers into their windows; those whose windows had closed
+    /// before the tick (by the watermark `before` it) are late.
+    async fn place_covered(
+        &self,
+        pass: &mut Pass<'_, '_, S, W::Output>,
+        tick: &Applied,
+    ) -> Result<(), BoxError> {
+        let mut from = String::new();
+        loop {
+            let page: Vec<(String, Unplaced<W::Value>)> =
+                pass.state.scan(UNPLACED, &from, 256).await?;
+            let full = page.len() == 256;
+            let Some(last) = page.last().map(|(k, _)| k.clone()) else {
+                return Ok(());
+            };
+            for (index, unplaced) in page {
+                if tick.covers(&unplaced.position) {
+                    pass.state.delete(UNPLACED, &index).await?;
+                    self.place(pass, unplaced, tick.previous).await?;
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+            from = format!("{last}\u{0}");
+        }
+    }
+
+    /// Adds an event to its windows (or counts it late against `watermark`).
+    async fn place(
+        &self,
+        pass: &mut Pass<'_, '_, S, W::Output>,
+        event: Unplaced<W::Value>,
+        watermark: Option<Timestamp>,
+    ) -> Result<(), BoxError> {
+        let Unplaced {
+            key,
+            time: t,
+            value,
+            position,
+        } = event;
         let w = self.windows;
         let closed = |end: i64| watermark.is_some_and(|wm| end.saturating_add(w.grace) <= wm.0);
         match w.kind {
@@ -347,13 +414,13 @@ impl<W: Windowed, S: KeyedStore> WindowView<W, S> {
                     pass.state.put(OPEN, &index, &open).await?;
                 }
                 if late && let Some(wm) = watermark {
-                    Self::late(pass, &input.record, t, wm);
+                    Self::late(pass, &position, t, wm);
                 }
             }
             Kind::Sliding => {
                 if closed(t.0) {
                     if let Some(wm) = watermark {
-                        Self::late(pass, &input.record, t, wm);
+                        Self::late(pass, &position, t, wm);
                     }
                     return Ok(());
                 }
@@ -362,19 +429,18 @@ impl<W: Windowed, S: KeyedStore> WindowView<W, S> {
                 let at = values.partition_point(|(vt, _)| *vt <= t);
                 values.insert(at, (t, value.clone()));
                 pass.state.put(VALUES, &key, &values).await?;
-                let p = &input.record.position;
                 let index = format!(
                     "{}|{}/{}/{:020}",
                     time_key(t),
-                    p.topic,
-                    p.partition.0,
-                    p.offset.0
+                    position.topic,
+                    position.partition.0,
+                    position.offset.0
                 );
                 let due = Due {
                     key,
                     time: t,
                     value,
-                    position: p.clone(),
+                    position,
                 };
                 pass.state.put(DUE, &index, &due).await?;
             }
@@ -510,8 +576,9 @@ impl<W: Windowed, S: KeyedStore> Projection for WindowView<W, S> {
         };
         let clock = clock::clock_topic();
         for env in events {
-            while let Some(watermark) = time.ready() {
-                self.close(&mut pass, watermark).await?;
+            while let Some(tick) = time.ready_tick() {
+                self.place_covered(&mut pass, &tick).await?;
+                self.close(&mut pass, tick.watermark).await?;
             }
             let record = &env.record;
             if record.position.topic == clock {
@@ -523,12 +590,13 @@ impl<W: Windowed, S: KeyedStore> Projection for WindowView<W, S> {
                     event: input?,
                     record: record.clone(),
                 };
-                self.add(&mut pass, &input, time.watermark()).await?;
+                self.hold(&mut pass, &input).await?;
             }
             time.advance(record);
         }
-        while let Some(watermark) = time.ready() {
-            self.close(&mut pass, watermark).await?;
+        while let Some(tick) = time.ready_tick() {
+            self.place_covered(&mut pass, &tick).await?;
+            self.close(&mut pass, tick.watermark).await?;
         }
         let Pass { stats, outputs, .. } = pass;
         state.put(META, "time", &time).await?;
