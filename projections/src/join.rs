@@ -236,7 +236,7 @@ impl Waiting {
 pub struct JoinStats {
     /// Events waiting for a row now.
     pub waiting: u64,
-    /// Events joined with their rows (at once or after waiting).
+    /// Events joined with their rows into an output (at once or after waiting).
     pub joined: u64,
     /// Events whose rows did not come before their deadline, handed to [`Join::missing`].
     pub expired: u64,
@@ -376,8 +376,8 @@ impl<J: Join, S: KeyedStore> JoinView<J, S> {
             }
             match joined {
                 Ok(output) => {
-                    pass.stats.joined += 1;
                     if let Some(output) = output {
+                        pass.stats.joined += 1;
                         Self::queue(pass, &input.record, output);
                     }
                     return Ok(());
