@@ -92,7 +92,10 @@ async fn each<E: Event>(
 ) -> anyhow::Result<()> {
     let mut by_stream: BTreeMap<String, Vec<RecordedEvent>> = BTreeMap::new();
     for r in records(log, topic).await? {
-        by_stream.entry(r.stream.id().to_owned()).or_default().push(r);
+        by_stream
+            .entry(r.stream.id().to_owned())
+            .or_default()
+            .push(r);
     }
     for stream in by_stream.values_mut() {
         stream.sort_by_key(|r| r.version);

@@ -129,7 +129,11 @@ impl Table for Customers {
         Some(input.id().to_owned())
     }
 
-    fn update(&self, _: Option<CustomerRow>, input: &Envelope<CustomerEvent>) -> Option<CustomerRow> {
+    fn update(
+        &self,
+        _: Option<CustomerRow>,
+        input: &Envelope<CustomerEvent>,
+    ) -> Option<CustomerRow> {
         let CustomerEvent::Registered {
             name,
             email,

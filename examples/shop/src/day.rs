@@ -75,8 +75,13 @@ pub async fn open_shop(api: &Api, customers: usize) -> Result<(), ApiError> {
     for i in 1..=customers {
         let id = format!("c{i:02}");
         let currency = CURRENCIES[i % CURRENCIES.len()];
-        api.register_customer(&id, &format!("Customer {i}"), &format!("{id}@example.com"), currency)
-            .await?;
+        api.register_customer(
+            &id,
+            &format!("Customer {i}"),
+            &format!("{id}@example.com"),
+            currency,
+        )
+        .await?;
     }
     api.register_customer("mallory", "Mallory", "mallory@example.com", "EUR")
         .await?;
@@ -88,7 +93,11 @@ pub async fn open_shop(api: &Api, customers: usize) -> Result<(), ApiError> {
 /// # Errors
 ///
 /// An API error, or the shop not coming to rest within two minutes.
-pub async fn play(log: Arc<dyn EventStore>, api: &Api, state: &std::path::Path) -> anyhow::Result<Census> {
+pub async fn play(
+    log: Arc<dyn EventStore>,
+    api: &Api,
+    state: &std::path::Path,
+) -> anyhow::Result<Census> {
     let started = Instant::now();
     open_shop(api, 24).await?;
     let mut dice = Dice::new(2025);
@@ -145,9 +154,9 @@ fn scripted_order(dice: &mut Dice, id: String) -> PlaceOrder {
         unit_price: price,
     };
     match dice.below(14) {
-        0 => order.unit_price = price - 1,          // an old price
-        1 => order.quantity = max + 1,              // too many
-        2 => order.product = "teleporter".into(),   // not in the catalog
+        0 => order.unit_price = price - 1,        // an old price
+        1 => order.quantity = max + 1,            // too many
+        2 => order.product = "teleporter".into(), // not in the catalog
         _ => {}
     }
     order
@@ -181,7 +190,11 @@ pub async fn settle(log: &dyn EventStore, within: Duration) -> anyhow::Result<Ce
 
 async fn summary(census: &Census, state: &std::path::Path, took: Duration) -> anyhow::Result<()> {
     println!();
-    println!("The day, as the log tells it ({} orders, {:.1} s):", census.orders.len(), took.as_secs_f64());
+    println!(
+        "The day, as the log tells it ({} orders, {:.1} s):",
+        census.orders.len(),
+        took.as_secs_f64()
+    );
     for (status, n) in census.by_status() {
         println!("  {status:>10}: {n}");
     }

@@ -81,7 +81,10 @@ struct PlacedBody {
     replayed: bool,
 }
 
-async fn place(State(api): State<Api>, Json(order): Json<PlaceOrder>) -> Result<Response, ApiError> {
+async fn place(
+    State(api): State<Api>,
+    Json(order): Json<PlaceOrder>,
+) -> Result<Response, ApiError> {
     let placed = api.place(order).await?;
     let body = PlacedBody {
         id: placed.id,
@@ -120,13 +123,18 @@ async fn order(
     let timeout = Duration::from_millis(query.timeout_ms.unwrap_or(5_000).min(60_000));
     match api.order(&id, &after, until_decided, timeout).await? {
         Some(view) => {
-            let mut body = serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let mut body =
+                serde_json::to_value(view).map_err(|e| ApiError::Internal(e.to_string()))?;
             if let Some(map) = body.as_object_mut() {
                 map.insert("id".into(), json!(id));
             }
             Ok(Json(body).into_response())
         }
-        None => Ok((StatusCode::NOT_FOUND, Json(json!({ "error": format!("no order {id}") }))).into_response()),
+        None => Ok((
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": format!("no order {id}") })),
+        )
+            .into_response()),
     }
 }
 

@@ -300,7 +300,10 @@ impl ProcessManager for Reservations {
                 out.send(product.clone(), (product.clone(), command));
             }
             OrderEvent::Rejected { .. } | OrderEvent::Cancelled => {
-                out.send(product.clone(), (product, ProductCommand::Release { order }));
+                out.send(
+                    product.clone(),
+                    (product, ProductCommand::Release { order }),
+                );
                 out.finish();
             }
             OrderEvent::Confirmed { .. } => {
@@ -315,7 +318,9 @@ impl ProcessManager for Reservations {
         (product, command): (String, ProductCommand),
         options: CommandOptions,
     ) -> Result<(), BoxError> {
-        self.products.execute_with(&product, command, options).await?;
+        self.products
+            .execute_with(&product, command, options)
+            .await?;
         Ok(())
     }
 }

@@ -20,7 +20,10 @@ use keel::store::sqlite::SqliteStore;
 use shop::{Config, Service, day, http, services};
 
 #[derive(Parser, Debug)]
-#[command(name = "shop", about = "The keel shop: services sharing a log, on SQLite.")]
+#[command(
+    name = "shop",
+    about = "The keel shop: services sharing a log, on SQLite."
+)]
 struct Args {
     /// Where the log and the services' views live (a fresh temporary directory by default).
     #[arg(long, env = "SHOP_STATE", global = true)]
@@ -84,13 +87,14 @@ impl Args {
 async fn interrupted() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -110,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "warn,shop=info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let config = args.config();
@@ -153,7 +158,11 @@ async fn main() -> anyhow::Result<()> {
                     let listener = tokio::net::TcpListener::bind(&addr)
                         .await
                         .with_context(|| format!("listen on {addr}"))?;
-                    println!("READY {} on http://{}", names.join(","), listener.local_addr()?);
+                    println!(
+                        "READY {} on http://{}",
+                        names.join(","),
+                        listener.local_addr()?
+                    );
                     http::serve(listener, api, interrupted()).await?;
                 }
                 None => {

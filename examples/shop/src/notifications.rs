@@ -90,7 +90,11 @@ impl Join for Confirmations {
         Tables::new().with(OrderLines).with(Customers)
     }
 
-    fn join(&self, input: &Envelope<PaymentEvent>, rows: &Rows<'_>) -> Result<Option<Message>, Missing> {
+    fn join(
+        &self,
+        input: &Envelope<PaymentEvent>,
+        rows: &Rows<'_>,
+    ) -> Result<Option<Message>, Missing> {
         let PaymentEvent::Captured {
             customer,
             currency,

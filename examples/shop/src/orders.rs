@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 pub const MAX_ID_BYTES: usize = 64;
 
 /// One of the three checks an order passes before it is confirmed.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     /// Stock was reserved.

@@ -196,7 +196,11 @@ impl Join for Charges {
         Tables::new().with(Customers).with(Rates)
     }
 
-    fn join(&self, input: &Envelope<OrderEvent>, rows: &Rows<'_>) -> Result<Option<Charge>, Missing> {
+    fn join(
+        &self,
+        input: &Envelope<OrderEvent>,
+        rows: &Rows<'_>,
+    ) -> Result<Option<Charge>, Missing> {
         let OrderEvent::Confirmed { customer, total } = &input.event else {
             return Ok(None);
         };

@@ -214,12 +214,20 @@ pub async fn start(
         match service {
             Service::Orders => {
                 let status = Arc::new(
-                    Runner::new(TableView::new(OrderStatus), Arc::clone(&log), Arc::clone(&views))
-                        .config(rc.clone()),
+                    Runner::new(
+                        TableView::new(OrderStatus),
+                        Arc::clone(&log),
+                        Arc::clone(&views),
+                    )
+                    .config(rc.clone()),
                 );
                 let stock = Arc::new(
-                    Runner::new(TableView::new(StockLevels), Arc::clone(&log), Arc::clone(&views))
-                        .config(rc.clone()),
+                    Runner::new(
+                        TableView::new(StockLevels),
+                        Arc::clone(&log),
+                        Arc::clone(&views),
+                    )
+                    .config(rc.clone()),
                 );
                 tasks.push(supervise(Arc::clone(&status), cancel.clone()));
                 tasks.push(supervise(stock, cancel.clone()));
@@ -237,8 +245,8 @@ pub async fn start(
                     settings.fraud_window,
                     settings.fraud_grace,
                 );
-                let runner = Runner::new(WindowView::new(spend), Arc::clone(&log), views)
-                    .config(rc.clone());
+                let runner =
+                    Runner::new(WindowView::new(spend), Arc::clone(&log), views).config(rc.clone());
                 tasks.push(supervise(Arc::new(runner), cancel.clone()));
             }
             Service::Details => {

@@ -223,11 +223,19 @@ impl ProcessManager for Validation {
             .collect();
         let order = out.key().to_owned();
         let reasons = vec![Reason::Timeout { missing }];
-        out.send_once("decision", order.clone(), (order, OrderCommand::Reject { reasons }));
+        out.send_once(
+            "decision",
+            order.clone(),
+            (order, OrderCommand::Reject { reasons }),
+        );
         out.finish();
     }
 
-    async fn send(&self, (order, command): Decision, options: CommandOptions) -> Result<(), BoxError> {
+    async fn send(
+        &self,
+        (order, command): Decision,
+        options: CommandOptions,
+    ) -> Result<(), BoxError> {
         self.orders.execute_with(&order, command, options).await?;
         Ok(())
     }
