@@ -153,11 +153,14 @@ pub struct Timer {
     pub at: Timestamp,
 }
 
-/// One instance as stored: its state and timers, or the mark of a finished one.
+/// One instance as stored: its state and timers, or the mark of a finished one. (Whether it
+/// is finished is a field of its own: a state of `()` is stored as `null`.)
 #[derive(Debug, Serialize, Deserialize)]
 struct Instance<T> {
     state: Option<T>,
     timers: Vec<(String, Timestamp)>,
+    #[serde(default)]
+    finished: bool,
 }
 
 const INSTANCES: &str = "instances";
@@ -216,7 +219,9 @@ impl<M: ProcessManager, S: KeyedStore> Process<M, S> {
     pub async fn state(views: &S, key: &str) -> crate::Result<Option<M::State>> {
         let instance: Option<Instance<M::State>> =
             crate::keyed::read(views, M::NAME, INSTANCES, key).await?;
-        Ok(instance.and_then(|i| i.state))
+        Ok(instance
+            .filter(|i| !i.finished)
+            .map(|i| i.state.unwrap_or_default()))
     }
 
     /// The recorded time the process has reached (`None` before its first tick).
@@ -303,11 +308,15 @@ async fn load<S: KeyedStore, T: DeserializeOwned + Default>(
     key: &str,
 ) -> Result<Option<Instance<T>>, BoxError> {
     match state.get::<Instance<T>>(INSTANCES, key).await? {
-        Some(instance) if instance.state.is_none() => Ok(None),
-        Some(instance) => Ok(Some(instance)),
+        Some(instance) if instance.finished => Ok(None),
+        Some(instance) => Ok(Some(Instance {
+            state: Some(instance.state.unwrap_or_default()),
+            ..instance
+        })),
         None => Ok(Some(Instance {
             state: Some(T::default()),
             timers: Vec::new(),
+            finished: false,
         })),
     }
 }
@@ -345,6 +354,7 @@ async fn save<S: KeyedStore, T: Serialize, C>(
             state.delete(TIMERS, &timer_index(at, key, &name)).await?;
         }
         instance.state = None;
+        instance.finished = true;
     }
     state.put(INSTANCES, key, &instance).await?;
     Ok(())
