@@ -6,13 +6,13 @@
 //! ([`Tables`]: their rows live in the join's own keyed state, fed from their topics by the
 //! same reader), and turns an event and its rows into an output ([`join`](Join::join)), which
 //! [`emit`](Join::emit) sends under a command id derived from the event's position — one
-//! output per event, exactly once (see [`effects`](crate::effects)).
+//! output per event, exactly once (see [`effects`](mod@crate::effects)).
 //!
 //! When a row the event needs is absent, the event **waits** (its position is kept, the
 //! record itself is read again from the log when it is released). A row that arrives, stamped
 //! before the event's deadline (its timestamp plus [`JoinView::max_wait`]), releases the
 //! events waiting for it: they are joined then. When recorded time (see
-//! [`clock`](crate::clock)) reaches the deadline first, the event is handed to
+//! [`clock`](mod@crate::clock)) reaches the deadline first, the event is handed to
 //! [`missing`](Join::missing), which may still produce an output (a refusal, a default) or
 //! fail. More than [`JoinView::max_waiting`] waiting events fail the batch: the runner stops
 //! on the event (or parks it, if configured to) — an event is never dropped without a trace.
@@ -607,6 +607,7 @@ impl<J: Join, S: KeyedStore> Projection for JoinView<J, S> {
             outputs: Vec::new(),
         };
         let clock = clock::clock_topic();
+        let topics = self.topics();
         let max_wait = i64::try_from(self.max_wait.as_micros()).unwrap_or(i64::MAX);
         for env in events {
             while let Some(watermark) = time.ready() {
@@ -615,7 +616,6 @@ impl<J: Join, S: KeyedStore> Projection for JoinView<J, S> {
             let record = &env.record;
             if record.position.topic == clock {
                 if let Some(tick) = clock::tick_of(record) {
-                    let topics = self.topics();
                     time.push(tick?, |t| topics.contains(t));
                 }
             } else {

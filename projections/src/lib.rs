@@ -16,12 +16,12 @@
 //!
 //! - [`Table`] / [`TableView`]: the latest value per key of a stream, queryable.
 //! - [`ProcessManager`] / [`Process`]: react to events by sending commands, with state per
-//!   instance, timers and exactly-once effects ([`effects`]).
+//!   instance, timers and exactly-once effects ([`effects`](mod@crate::effects)).
 //! - [`Join`] / [`JoinView`]: enrich each event of a stream with the rows of tables; an event
 //!   whose row has not arrived waits, bounded, never dropped silently.
 //! - [`Windowed`] / [`WindowView`]: tumbling, hopping and sliding windows over event time,
 //!   with grace, results as windows close, late events counted.
-//! - [`clock`]: the recorded ticks ([`Ticker`]) these readers keep time by, so that a replay
+//! - [`clock`](mod@crate::clock): the recorded ticks ([`Ticker`]) these readers keep time by, so that a replay
 //!   decides exactly as the live run did.
 //! - [`wait_for`] (and [`Runner::wait_for`]): read-your-writes, a query waiting until a view
 //!   has applied the positions a command returned.

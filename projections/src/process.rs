@@ -10,12 +10,12 @@
 //! checkpoint, in one view-store transaction. What it guarantees:
 //!
 //! - **Exactly-once effects.** The commands a batch decides are sent before the batch commits,
-//!   each under a command id derived from what triggered it (see [`effects`](crate::effects)).
+//!   each under a command id derived from what triggered it (see [`effects`](mod@crate::effects)).
 //!   A crash between sending and committing replays the batch: the same decisions, the same
 //!   ids, answered by the event store from the first commit. Nothing is sent twice.
 //! - **Timeouts in recorded time.** A timer fires when the reader's recorded time (the ticks
 //!   of a [`Ticker`](crate::Ticker), applied once the reader has read up to their heads: see
-//!   [`clock`](crate::clock)) reaches it, never by the wall clock, so a replay fires it at the
+//!   [`clock`](mod@crate::clock)) reaches it, never by the wall clock, so a replay fires it at the
 //!   same point of the input. Compare the timestamps of answers with the deadline, never their
 //!   arrival: then a replay decides exactly as the live run did.
 //! - **One instance at a time, in log order per partition.** Inputs of one partition reach

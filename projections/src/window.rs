@@ -10,7 +10,7 @@
 //!
 //! A window ending at `end` closes when the reader's recorded time (the ticks of a
 //! [`Ticker`](crate::Ticker), applied once the reader has read up to their heads: see
-//! [`clock`](crate::clock)) reaches `end + grace`. The ticks guarantee that by then every
+//! [`clock`](mod@crate::clock)) reaches `end + grace`. The ticks guarantee that by then every
 //! event stamped before `end` has been read, wherever it sits in the log.
 //!
 //! Events are placed into their windows tick by tick: when a tick is applied, the events

@@ -46,6 +46,10 @@ struct Args {
     /// The time between two ticks, in ms.
     #[arg(long, default_value_t = 250, global = true)]
     tick_ms: u64,
+    /// The longest time between an event's stamp and its commit, in ms: a tick stands for
+    /// the wall clock minus this.
+    #[arg(long, default_value_t = 500, global = true)]
+    skew_ms: u64,
     /// How often idle readers look for other processes' appends, in ms.
     #[arg(long, default_value_t = 100, global = true)]
     poll_ms: u64,
@@ -78,8 +82,8 @@ impl Args {
             validation_timeout: Duration::from_millis(self.validation_timeout_ms),
             details_wait: Duration::from_millis(self.details_wait_ms),
             tick: Duration::from_millis(self.tick_ms),
+            skew: Duration::from_millis(self.skew_ms),
             poll: Duration::from_millis(self.poll_ms),
-            ..Config::default()
         }
     }
 }
