@@ -232,8 +232,34 @@ impl Ticker {
         Ok(tick)
     }
 
-    /// Records a tick every interval until `cancel` fires. A failed tick is logged and
-    /// tried again at the next interval.
+    /// Whether another ticker recorded a tick within the last half interval: then this one
+    /// need not (several processes each running a ticker record about one tick per interval
+    /// between them).
+    async fn ticked_lately(&self) -> bool {
+        let clock = clock_topic();
+        let Ok(head) = self.log.head(&clock, Partition(0)).await else {
+            return false;
+        };
+        let Some(last) = head.0.checked_sub(1) else {
+            return false;
+        };
+        let Ok(records) = self
+            .log
+            .read_partition(&clock, Partition(0), Offset(last), 1)
+            .await
+        else {
+            return false;
+        };
+        let Some(Ok(tick)) = records.first().and_then(tick_of) else {
+            return false;
+        };
+        let half = i64::try_from((self.interval / 2 + self.skew).as_micros()).unwrap_or(i64::MAX);
+        tick.time.0 >= Timestamp::now().0.saturating_sub(half)
+    }
+
+    /// Records a tick every interval until `cancel` fires (skipping an interval in which
+    /// another ticker of the same log just recorded one). A failed tick is logged and tried
+    /// again at the next interval.
     ///
     /// # Errors
     ///
@@ -245,6 +271,9 @@ impl Ticker {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 _ = every.tick() => {
+                    if self.ticked_lately().await {
+                        continue;
+                    }
                     if let Err(error) = self.tick().await {
                         tracing::warn!(%error, "cannot record a tick; trying again");
                     }
