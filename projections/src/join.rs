@@ -43,6 +43,70 @@ use crate::projection::{Envelope, Projection};
 use crate::table::{AnyTable, Erased, Table};
 
 /// A stream–table join: see the [module docs](self).
+///
+/// ```
+/// # use keel::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// # pub enum OrderEvent { Confirmed { customer: String } }
+/// # #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// # pub enum CustomerEvent { Registered { email: String } }
+/// use std::sync::{Arc, Mutex};
+/// use keel::{AppendRequest, CommandOptions, EventStore, ExpectedVersion, NewEvent, StreamId, Topic};
+/// use keel::store::memory::MemoryStore;
+/// use keel_projections::keyed::Keyed;
+/// use keel_projections::store::memory::MemoryViews;
+/// use keel_projections::{BoxError, Envelope, Inputs, Join, JoinView, Missing, Rows, Runner, Table, Tables};
+///
+/// struct Emails; // customer → address
+/// impl Table for Emails {
+///     type Input = CustomerEvent;
+///     type Row = String;
+///     const NAME: &'static str = "emails";
+///     fn inputs(&self) -> Inputs<CustomerEvent> { Inputs::new().topic(Topic::new("customer").expect("topic"), |e| e) }
+///     fn key(&self, e: &Envelope<CustomerEvent>) -> Option<String> { Some(e.id().to_owned()) }
+///     fn update(&self, _: Option<String>, e: &Envelope<CustomerEvent>) -> Option<String> {
+///         let CustomerEvent::Registered { email } = &e.event;
+///         Some(email.clone())
+///     }
+/// }
+///
+/// /// Who to write to about each confirmed order; sent to `outbox` (a command in real life).
+/// struct Confirmations { outbox: Arc<Mutex<Vec<(String, String)>>> }
+/// impl Join for Confirmations {
+///     type Input = OrderEvent;
+///     type Output = (String, String);
+///     const NAME: &'static str = "confirmations";
+///     fn inputs(&self) -> Inputs<OrderEvent> { Inputs::new().topic(Topic::new("order").expect("topic"), |e| e) }
+///     fn tables(&self) -> Tables { Tables::new().with(Emails) }
+///     fn join(&self, e: &Envelope<OrderEvent>, rows: &Rows<'_>) -> Result<Option<(String, String)>, Missing> {
+///         let OrderEvent::Confirmed { customer } = &e.event;
+///         Ok(Some((e.id().to_owned(), rows.get::<Emails>(customer)?)))
+///     }
+///     async fn emit(&self, output: (String, String), _: CommandOptions) -> Result<(), BoxError> {
+///         self.outbox.lock().expect("not poisoned").push(output);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let log: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+/// let append = |kind: &str, id: &str, event: NewEvent| {
+///     let request = AppendRequest::new(StreamId::new(kind, id).expect("id"), ExpectedVersion::Any, vec![event]);
+///     let log = Arc::clone(&log);
+///     async move { log.append(request).await }
+/// };
+/// append("order", "o1", NewEvent::from_event(&OrderEvent::Confirmed { customer: "ann".into() })?).await?;
+/// let outbox = Arc::new(Mutex::new(Vec::new()));
+/// let join = JoinView::new(Confirmations { outbox: Arc::clone(&outbox) }, Arc::clone(&log));
+/// let runner = Runner::new(join, Arc::clone(&log), Arc::new(MemoryViews::<Keyed>::new()));
+/// runner.catch_up().await?;
+/// assert!(outbox.lock().expect("not poisoned").is_empty(), "o1 waits for ann's row");
+/// append("customer", "ann", NewEvent::from_event(&CustomerEvent::Registered { email: "ann@a.example".into() })?).await?;
+/// runner.catch_up().await?;
+/// assert_eq!(*outbox.lock().expect("not poisoned"), vec![("o1".to_owned(), "ann@a.example".to_owned())]);
+/// # Ok(()) }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a keel stream-table join",
     note = "implement `keel_projections::Join` for `{Self}`: its inputs, tables, `join` and `emit`"
@@ -88,12 +152,10 @@ pub trait Join: Send + Sync + 'static {
         missing: &Missing,
     ) -> Result<Option<Self::Output>, BoxError> {
         let _ = input;
-        Err(format!(
-            "join {}: row {:?} of table {} never arrived",
-            Self::NAME,
-            missing.key,
-            missing.table
-        )
+        Err(JoinError::RowNeverCame {
+            join: Self::NAME,
+            missing: missing.clone(),
+        }
         .into())
     }
 
@@ -103,6 +165,63 @@ pub trait Join: Send + Sync + 'static {
         output: Self::Output,
         options: CommandOptions,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// Why a join failed on an event (the runner stops on it, naming it, or parks it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// Too many events wait for rows already: raise [`JoinView::max_waiting`], or find why
+    /// the rows do not come.
+    #[error(
+        "join {join}: {waiting} events already wait for rows (the limit); {event} waits for {missing}"
+    )]
+    Backlog {
+        /// The join.
+        join: &'static str,
+        /// How many wait.
+        waiting: u64,
+        /// The event that would wait too.
+        event: crate::EventRef,
+        /// The row it needs.
+        missing: Missing,
+    },
+    /// The join looked a row up in a table it does not keep: add the table to
+    /// [`Join::tables`].
+    #[error("join {join} looked up table {table}, which it does not keep (add it to `tables()`)")]
+    UnknownTable {
+        /// The join.
+        join: &'static str,
+        /// The table.
+        table: &'static str,
+    },
+    /// The join asked for more rows for one event than it may (32): a lookup loop?
+    #[error("join {join} asked for more than {limit} rows for {event}")]
+    TooManyLookups {
+        /// The join.
+        join: &'static str,
+        /// The limit.
+        limit: usize,
+        /// The event.
+        event: crate::EventRef,
+    },
+    /// A waiting event's record is not in the log any more (the log was replaced?).
+    #[error("join {join}: the waiting event at {position} is not in the log")]
+    NotInLog {
+        /// The join.
+        join: &'static str,
+        /// Where it was.
+        position: keel::Position,
+    },
+    /// A row never came before the event's deadline, and [`Join::missing`] did not say what
+    /// to do instead.
+    #[error("join {join}: {missing} never arrived")]
+    RowNeverCame {
+        /// The join.
+        join: &'static str,
+        /// The row.
+        missing: Missing,
+    },
 }
 
 /// The tables a join keeps and looks events up in.
@@ -383,11 +502,10 @@ impl<J: Join, S: KeyedStore> JoinView<J, S> {
                     return Ok(());
                 }
                 Err(missing) if !self.tables.knows(missing.table) => {
-                    return Err(format!(
-                        "join {} looked up table {}, which it does not keep (add it to `tables()`)",
-                        J::NAME,
-                        missing.table
-                    )
+                    return Err(JoinError::UnknownTable {
+                        join: J::NAME,
+                        table: missing.table,
+                    }
                     .into());
                 }
                 Err(missing) if !missing.looked_up => {
@@ -398,7 +516,12 @@ impl<J: Join, S: KeyedStore> JoinView<J, S> {
                 Err(missing) => return self.wait(pass, &input.record, missing, deadline).await,
             }
         }
-        Err(format!("join {} asked for more than 32 rows for one event", J::NAME).into())
+        Err(JoinError::TooManyLookups {
+            join: J::NAME,
+            limit: 32,
+            event: crate::EventRef::from(&input.record),
+        }
+        .into())
     }
 
     async fn wait(
@@ -409,12 +532,12 @@ impl<J: Join, S: KeyedStore> JoinView<J, S> {
         deadline: Timestamp,
     ) -> Result<(), BoxError> {
         if pass.stats.waiting >= self.max_waiting {
-            return Err(format!(
-                "join {}: {} events already wait for rows (the limit); {} waits for {missing}",
-                J::NAME,
-                pass.stats.waiting,
-                crate::EventRef::from(record)
-            )
+            return Err(JoinError::Backlog {
+                join: J::NAME,
+                waiting: pass.stats.waiting,
+                event: crate::EventRef::from(record),
+                missing,
+            }
             .into());
         }
         let waiting = Waiting {
@@ -451,14 +574,13 @@ impl<J: Join, S: KeyedStore> JoinView<J, S> {
             .into_iter()
             .next()
             .filter(|r| r.position.offset == waiting.offset)
-            .ok_or_else(|| {
-                format!(
-                    "join {}: the waiting event at topic {} partition {} offset {} is not in the log",
-                    J::NAME,
-                    waiting.topic,
-                    waiting.partition,
-                    waiting.offset
-                )
+            .ok_or_else(|| JoinError::NotInLog {
+                join: J::NAME,
+                position: keel::Position {
+                    topic: waiting.topic.clone(),
+                    partition: waiting.partition,
+                    offset: waiting.offset,
+                },
             })?;
         let Some(input) = self.inputs.decode(&record) else {
             return Ok(None);

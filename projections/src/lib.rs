@@ -58,7 +58,7 @@ pub use effects::{Effect, Effects};
 pub use error::{BoxError, Error, EventRef, Result};
 pub use fresh::wait_for;
 pub use input::{AnyRecord, Inputs};
-pub use join::{Join, JoinStats, JoinView, Missing, Rows, Tables};
+pub use join::{Join, JoinError, JoinStats, JoinView, Missing, Rows, Tables};
 pub use process::{Process, ProcessManager, Timer};
 pub use projection::{Envelope, Projection};
 pub use registry::{AnyProjection, Projections};

@@ -129,6 +129,60 @@ pub struct Window<V, A> {
 }
 
 /// A windowed aggregation: see the [module docs](self).
+///
+/// ```
+/// # use keel::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// # pub enum SaleEvent { Sold { cents: u64 } }
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use keel::{AppendRequest, CommandOptions, EventStore, ExpectedVersion, NewEvent, StreamId, Timestamp, Topic};
+/// use keel::store::memory::MemoryStore;
+/// use keel_projections::keyed::Keyed;
+/// use keel_projections::store::memory::MemoryViews;
+/// use keel_projections::{BoxError, Envelope, Inputs, Runner, Ticker, Window, WindowView, Windowed, Windows};
+///
+/// /// Sales per till per hour, reported as each hour closes.
+/// struct Hourly { reports: Arc<Mutex<Vec<(String, u64)>>> }
+/// impl Windowed for Hourly {
+///     type Input = SaleEvent;
+///     type Value = u64;
+///     type Aggregate = u64;
+///     type Output = (String, u64);
+///     const NAME: &'static str = "hourly";
+///     fn inputs(&self) -> Inputs<SaleEvent> { Inputs::new().topic(Topic::new("till").expect("topic"), |e| e) }
+///     fn windows(&self) -> Windows { Windows::tumbling(Duration::from_secs(3600)) }
+///     fn select(&self, e: &Envelope<SaleEvent>) -> Option<(String, u64)> {
+///         let SaleEvent::Sold { cents } = e.event;
+///         Some((e.id().to_owned(), cents))
+///     }
+///     fn add(&self, total: &mut u64, cents: &u64) { *total += cents; }
+///     fn close(&self, w: &Window<u64, u64>) -> Option<(String, u64)> { Some((w.key.clone(), w.aggregate)) }
+///     async fn emit(&self, report: (String, u64), _: CommandOptions) -> Result<(), BoxError> {
+///         self.reports.lock().expect("not poisoned").push(report);
+///         Ok(())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let log: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+/// let mut stamp = Timestamp(0);
+/// for cents in [120, 80] {
+///     let event = NewEvent::from_event(&SaleEvent::Sold { cents })?;
+///     stamp = event.timestamp;
+///     log.append(AppendRequest::new(StreamId::new("till", "t1")?, ExpectedVersion::Any, vec![event])).await?;
+/// }
+/// let reports = Arc::new(Mutex::new(Vec::new()));
+/// let view = WindowView::new(Hourly { reports: Arc::clone(&reports) });
+/// let runner = Runner::new(view, Arc::clone(&log), Arc::new(MemoryViews::<Keyed>::new()));
+/// // Recorded time passes the end of the sales' hour: it closes.
+/// let hour = 3_600_000_000;
+/// Ticker::new(Arc::clone(&log)).tick_at(Timestamp((stamp.0 / hour + 1) * hour)).await?;
+/// runner.catch_up().await?;
+/// assert_eq!(*reports.lock().expect("not poisoned"), vec![("t1".to_owned(), 200)]);
+/// # Ok(()) }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a keel windowed aggregation",
     note = "implement `keel_projections::Windowed` for `{Self}`: its inputs, windows, `select`, `add`, `close` and `emit`"
