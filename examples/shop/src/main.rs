@@ -50,8 +50,9 @@ struct Args {
     /// the wall clock minus this.
     #[arg(long, default_value_t = 500, global = true)]
     skew_ms: u64,
-    /// How often idle readers look for other processes' appends, in ms.
-    #[arg(long, default_value_t = 100, global = true)]
+    /// How often idle readers look for other processes' appends, in ms (appends of their own
+    /// process wake them at once).
+    #[arg(long, default_value_t = 250, global = true)]
     poll_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,

@@ -106,7 +106,7 @@ impl Default for Config {
             details_wait: Duration::from_secs(10),
             tick: Duration::from_millis(250),
             skew: Duration::from_millis(500),
-            poll: Duration::from_millis(100),
+            poll: Duration::from_millis(250),
         }
     }
 }
