@@ -208,8 +208,14 @@ impl Api {
     ///
     /// # Errors
     ///
-    /// As [`Self::register_customer`].
+    /// [`ApiError::BadRequest`] for a code that is not three capital letters; otherwise as
+    /// [`Self::register_customer`].
     pub async fn set_rate(&self, currency: &str, per_eur: u64) -> Result<(), ApiError> {
+        if !crate::customers::is_currency(currency) {
+            return Err(ApiError::BadRequest(format!(
+                "{currency:?} is not a currency code (three capital letters, like USD)"
+            )));
+        }
         self.rates
             .execute(currency, RateCommand::Set { per_eur })
             .await
