@@ -167,3 +167,104 @@ async fn the_scripted_day_comes_to_rest_and_prints_its_summary() -> anyhow::Resu
     );
     Ok(())
 }
+
+/// The API's edges: an unknown customer, an order id reused for another order, an unknown
+/// order, a malformed token, a retried placement; and a cancellation: the order is cancelled
+/// before its checks are all in (the fraud window waits out its grace), its reservation is
+/// released, it is never decided, charged or emailed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_it_must_and_a_cancelled_order_releases_its_stock()
+-> anyhow::Result<()> {
+    use reqwest::Method;
+    use serde_json::json;
+
+    let dir = tempfile::tempdir()?;
+    let port = plan::free_port()?;
+    let shop = ShopProcess::start(dir.path(), &[], port).await?;
+    let client = Client::new(port)?;
+    plan::open_shop(&client).await?;
+    let order = |id: &str, customer: &str, quantity: u32| json!({ "id": id, "customer": customer, "product": "pen", "quantity": quantity, "unit_price": 1_50 });
+
+    let (status, body) = client
+        .send(Method::POST, "/orders", Some(order("x1", "nobody", 1)))
+        .await?;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not registered"),
+        "{body}"
+    );
+
+    let (status, first) = client
+        .send(Method::POST, "/orders", Some(order("x2", "h01", 1)))
+        .await?;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = client
+        .send(Method::POST, "/orders", Some(order("x2", "h01", 1)))
+        .await?;
+    assert_eq!(
+        (status, &again["replayed"]),
+        (201, &json!(true)),
+        "a retry is answered: {again}"
+    );
+    assert_eq!(again["after"], first["after"]);
+    let (status, body) = client
+        .send(Method::POST, "/orders", Some(order("x2", "h01", 2)))
+        .await?;
+    assert_eq!(status, 409, "the id is another order's: {body}");
+
+    let (status, _) = client.send(Method::GET, "/orders/nope", None).await?;
+    assert_eq!(status, 404);
+    let (status, _) = client
+        .send(Method::GET, "/orders/x2?after=not-a-token", None)
+        .await?;
+    assert_eq!(status, 400);
+    let (status, _) = client
+        .send(Method::PUT, "/rates/usd", Some(json!({ "per_eur": 1 })))
+        .await?;
+    assert_eq!(status, 400);
+
+    // Cancelled while its fraud window waits out the grace period.
+    let (status, _) = client
+        .send(Method::POST, "/orders", Some(order("x3", "h02", 4)))
+        .await?;
+    assert_eq!(status, 201);
+    let (status, body) = client.send(Method::POST, "/orders/x3/cancel", None).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = client.send(Method::POST, "/orders/x3/cancel", None).await?;
+    assert_eq!(status, 200, "a retried cancellation is answered: {body}");
+    let (_, decided) = client
+        .send(
+            Method::GET,
+            "/orders/x2?wait=decided&timeout_ms=30000",
+            None,
+        )
+        .await?;
+    assert_eq!(decided["status"], "confirmed", "{decided}");
+    let (status, body) = client.send(Method::POST, "/orders/x2/cancel", None).await?;
+    assert_eq!(status, 422, "a decided order cannot be cancelled: {body}");
+
+    let log = plan::log(dir.path()).await?;
+    let census = plan::at_rest(log.as_ref()).await?;
+    let x3 = census
+        .orders
+        .get("x3")
+        .ok_or_else(|| anyhow::anyhow!("x3 is in the log"))?;
+    assert_eq!(x3.status, shop::orders::Status::Cancelled);
+    assert_eq!((x3.reserved, x3.released, x3.shipped), (1, 1, 0), "{x3:?}");
+    assert_eq!((x3.decisions, x3.payments.len(), x3.emails), (0, 0, 0));
+    // The orders service's stock view comes to the same, once it has read that far.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stock) = client.send(Method::GET, "/stock/pen", None).await?;
+        if stock["reserved"] == 0 && stock["shipped"] == 1 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the stock view of pen: {stock}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shop.kill().await?;
+    Ok(())
+}
