@@ -65,7 +65,8 @@ pub use ids::{
     Checkpoint, CommandId, IdError, Offset, Partition, Position, StreamId, StreamVersion, Topic,
 };
 pub use repository::{
-    CacheStats, CommandOptions, Committed, CommittedEvent, Loaded, Repository, RetryPolicy,
+    CacheStats, CommandOptions, Committed, CommittedEvent, Loaded, Prepared, Repository,
+    RetryPolicy,
 };
 pub use snapshot::{Snapshot, SnapshotConfig, SnapshotError};
 pub use store::{AppendRequest, Appended, EventStore, ExpectedVersion};

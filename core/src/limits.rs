@@ -18,6 +18,10 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Most events in one append.
 pub const MAX_EVENTS_PER_APPEND: usize = 1024;
 
+/// Most appends (streams) in one atomic append to several streams
+/// ([`EventStore::append_all`](crate::EventStore::append_all)).
+pub const MAX_STREAMS_PER_APPEND: usize = 64;
+
 /// Most partitions in one topic.
 pub const MAX_PARTITIONS: u32 = 1024;
 

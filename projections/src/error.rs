@@ -125,6 +125,17 @@ pub enum Error {
         /// The version of this code.
         code: u32,
     },
+    /// A read-your-writes wait ran out: the view has not applied `position` yet. Its runner
+    /// may be behind, stopped, or not running; ask again, or read without waiting.
+    #[error("projection {projection} has not applied {position} after {waited_ms} ms")]
+    NotYet {
+        /// The projection.
+        projection: String,
+        /// The first position it has not applied.
+        position: keel::Position,
+        /// How long the wait lasted.
+        waited_ms: u64,
+    },
     /// The event store failed.
     #[error(transparent)]
     Log(#[from] keel::store::Error),

@@ -112,6 +112,16 @@ pub trait Projection: Send + Sync + 'static {
     /// The topics it reads (one per aggregate kind).
     fn topics(&self) -> Vec<Topic>;
 
+    /// Whether the runner hands `record` (of one of [`topics`](Self::topics)) to
+    /// [`apply`](Self::apply). By default, the records whose type is one of
+    /// [`Self::Event`]'s (a current type name or an alias); the others are passed over (counted in
+    /// [`Progress::skipped`](crate::Progress::skipped)). Readers that keep their own
+    /// progress through every record — process managers, joins and windows, which wait for
+    /// recorded ticks to cover their partitions — read them all.
+    fn reads(&self, record: &RecordedEvent) -> bool {
+        Self::Event::reads(&record.event_type)
+    }
+
     /// Prepares an empty view in a new generation (creates its tables). Runs once per
     /// generation, in its own batch.
     fn setup<'a>(

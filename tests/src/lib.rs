@@ -33,4 +33,20 @@ pub mod book {
     pub mod schemas {}
     #[doc = include_str!("../../book/src/bank.md")]
     pub mod bank {}
+    #[doc = include_str!("../../book/src/collaboration.md")]
+    pub mod collaboration {}
+    #[doc = include_str!("../../book/src/tables.md")]
+    pub mod tables {}
+    #[doc = include_str!("../../book/src/process-managers.md")]
+    pub mod process_managers {}
+    #[doc = include_str!("../../book/src/joins.md")]
+    pub mod joins {}
+    #[doc = include_str!("../../book/src/windows.md")]
+    pub mod windows {}
+    #[doc = include_str!("../../book/src/read-your-writes.md")]
+    pub mod read_your_writes {}
+    #[doc = include_str!("../../book/src/rules-across-aggregates.md")]
+    pub mod rules_across_aggregates {}
+    #[doc = include_str!("../../book/src/shop.md")]
+    pub mod shop {}
 }

@@ -216,6 +216,26 @@ pub struct Committed<E> {
     pub attempts: u32,
 }
 
+impl<E> Committed<E> {
+    /// The position of each event the command wrote, in order: what a reader waits for to
+    /// see this command's effect (read-your-writes).
+    pub fn positions(&self) -> impl Iterator<Item = &Position> + '_ {
+        self.events.iter().map(|e| &e.position)
+    }
+}
+
+/// A command decided on an aggregate's current state but not appended yet: what
+/// [`Repository::prepare`] returns, for an atomic append to several streams
+/// ([`EventStore::append_all`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared<E> {
+    /// The append that commits the decision: the decided events, expecting the version they
+    /// were decided on, under the command's id (when it has one).
+    pub request: AppendRequest,
+    /// The decided events, in order (empty when the command decides nothing).
+    pub events: Vec<E>,
+}
+
 /// Loads aggregates of type `A` from a store and runs their commands. See the
 /// [module docs](self).
 ///
@@ -594,6 +614,102 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Decides `command` on aggregate `id`'s current state without appending: returns the
+    /// append that would commit it, expecting the version it was decided on. Put several of
+    /// them in one [`EventStore::append_all`] to commit decisions on several aggregates
+    /// together or not at all; on a conflict, prepare them again.
+    ///
+    /// The state is read from the store (not from the cache), and the command id is not
+    /// looked up: a request whose command id was committed before is answered by the store
+    /// with its first result.
+    ///
+    /// ```
+    /// # use keel::prelude::*;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+    /// # pub enum CounterEvent { Incremented { by: u32 } }
+    /// # #[derive(Debug, thiserror::Error)]
+    /// # pub enum CounterError { #[error("zero")] Zero }
+    /// # #[derive(Aggregate, Default, Debug)]
+    /// # #[aggregate(kind = "counter", event = CounterEvent, error = CounterError)]
+    /// # pub struct Counter { total: u64 }
+    /// # impl Apply<CounterEvent> for Counter {
+    /// #     fn apply(&mut self, e: &CounterEvent) { let CounterEvent::Incremented { by } = e; self.total += u64::from(*by); }
+    /// # }
+    /// # #[keel::commands]
+    /// # impl Counter {
+    /// #     pub fn increment(&self, by: u32) -> Result<CounterEvent, CounterError> {
+    /// #         if by == 0 { Err(CounterError::Zero) } else { Ok(CounterEvent::Incremented { by }) }
+    /// #     }
+    /// # }
+    /// use std::sync::Arc;
+    /// use keel::{CommandOptions, EventStore, Repository, store::memory::MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let repo = Repository::<Counter, _>::new(Arc::new(MemoryStore::new()));
+    /// let a = repo.prepare("a", CounterCommand::Increment { by: 1 }, CommandOptions::default()).await?;
+    /// let b = repo.prepare("b", CounterCommand::Increment { by: 2 }, CommandOptions::default()).await?;
+    /// repo.store().append_all(vec![a.request, b.request]).await?; // both or neither
+    /// assert_eq!(repo.load("b").await?.state.total, 2);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Rejected`] with the aggregate's error, [`Error::InvalidId`],
+    /// [`Error::Fingerprint`], [`Error::Encode`], [`Error::Decode`] or [`Error::Store`].
+    pub async fn prepare(
+        &self,
+        id: &str,
+        command: A::Command,
+        options: CommandOptions,
+    ) -> Result<Prepared<A::Event>, Error<A::Error>> {
+        let stream = match &self.topic {
+            Some(topic) => StreamId::in_topic(topic, id)?,
+            None => Self::stream(id)?,
+        };
+        let CommandOptions {
+            command_id,
+            correlation_id,
+            causation_id,
+            metadata,
+            expect_new: _,
+        } = options;
+        let meta = if command_id.is_some() || correlation_id.is_some() || causation_id.is_some() {
+            Some(CommandMeta {
+                id: command_id.unwrap_or_else(CommandId::random),
+                fingerprint: Fingerprint::of(&command).map_err(Error::Fingerprint)?,
+                correlation_id,
+                causation_id,
+            })
+        } else {
+            None
+        };
+        let entry = self.load_entry(&stream).await?;
+        let events = entry
+            .state
+            .handle(command, &self.context)
+            .await
+            .map_err(Error::Rejected)?;
+        let new_events = events
+            .iter()
+            .map(|e| {
+                let mut new = NewEvent::from_event(e)?;
+                new.metadata.clone_from(&metadata);
+                Ok(new)
+            })
+            .collect::<Result<Vec<_>, EncodeError>>()?;
+        Ok(Prepared {
+            request: AppendRequest {
+                stream,
+                expected: ExpectedVersion::Exact(entry.version),
+                events: new_events,
+                command: meta,
+            },
+            events,
+        })
     }
 
     /// Puts a state back in its slot, when the cache keeps states.

@@ -194,6 +194,24 @@ pub enum Error {
     /// The store's writer has stopped (the store was closed or its task failed).
     #[error("the event store is closed")]
     Closed,
+    /// This backend cannot do what was asked (see [`Capabilities`](crate::store::Capabilities)).
+    /// Nothing was written.
+    #[error("{operation} is not supported by the {backend} backend")]
+    Unsupported {
+        /// What was asked.
+        operation: &'static str,
+        /// The backend that cannot do it.
+        backend: &'static str,
+    },
+    /// An atomic append to several streams names more streams than
+    /// [`MAX_STREAMS_PER_APPEND`](crate::limits::MAX_STREAMS_PER_APPEND). Nothing was written.
+    #[error("an atomic append names {count} streams, the limit is {max}")]
+    TooManyStreams {
+        /// How many appends it holds.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// The backend failed.
     #[error("{operation} failed")]
     Backend {

@@ -110,6 +110,85 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Decides appends that commit together or not at all: each in order, as
+    /// [`decide`](Self::decide) does; on the first error every effect of the earlier ones is
+    /// undone, so the ledger is as before the call, and that error is returned.
+    pub(crate) fn decide_all(&mut self, requests: &[AppendRequest]) -> Result<Vec<Decision>> {
+        let mut undo = Vec::with_capacity(requests.len());
+        let mut decisions = Vec::with_capacity(requests.len());
+        for request in requests {
+            let saved = self.save(request);
+            match self.decide(request) {
+                Ok(decision) => {
+                    undo.push(saved);
+                    decisions.push(decision);
+                }
+                Err(error) => {
+                    self.restore(saved);
+                    while let Some(saved) = undo.pop() {
+                        self.restore(saved);
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(decisions)
+    }
+
+    /// What deciding `request` may change, as it is now.
+    fn save(&self, request: &AppendRequest) -> Saved {
+        let stream = &request.stream;
+        let topic = stream.topic();
+        let partitions = self
+            .topics
+            .get(topic)
+            .copied()
+            .unwrap_or(self.default_partitions);
+        let head_key = (
+            topic.clone(),
+            validate::partition_of(stream, partitions.max(1)),
+        );
+        Saved {
+            version: (stream.clone(), self.streams.get(stream).copied()),
+            command: request.command.as_ref().map(|c| {
+                let key = (stream.clone(), c.id.clone());
+                let old = self.commands.get(&key).cloned();
+                (key, old)
+            }),
+            topic: (topic.clone(), self.topics.get(topic).copied()),
+            head: (head_key.clone(), self.heads.get(&head_key).copied()),
+        }
+    }
+
+    fn restore(&mut self, saved: Saved) {
+        fn put<K: std::hash::Hash + Eq, V>(map: &mut FastMap<K, V>, key: K, old: Option<V>) {
+            match old {
+                Some(v) => {
+                    map.insert(key, v);
+                }
+                None => {
+                    map.remove(&key);
+                }
+            }
+        }
+        put(&mut self.heads, saved.head.0, saved.head.1);
+        put(&mut self.topics, saved.topic.0, saved.topic.1);
+        if let Some((key, old)) = saved.command {
+            put(&mut self.commands, key, old);
+        }
+        put(&mut self.streams, saved.version.0, saved.version.1);
+    }
+}
+
+/// The ledger entries one decision may change, as they were before it.
+struct Saved {
+    version: (StreamId, Option<StreamVersion>),
+    command: Option<((StreamId, CommandId), Option<CommandRecord>)>,
+    topic: (Topic, Option<u32>),
+    head: ((Topic, Partition), Option<Offset>),
+}
+
 fn replay(
     stream: &StreamId,
     id: &CommandId,

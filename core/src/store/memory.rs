@@ -1,7 +1,8 @@
 //! An in-memory event store, for tests and benches: the whole contract minus durability.
 //!
 //! Appends are serialised under one lock and commit one at a time, so it reports
-//! `group_commit: false`.
+//! `group_commit: false`. An [`append_all`](EventStore::append_all) to several streams is
+//! decided and written under that one lock: atomic.
 //!
 //! ```
 //! use keel::store::{AppendRequest, EventStore, ExpectedVersion, memory::MemoryStore};
@@ -142,25 +143,17 @@ impl MemoryStore {
     }
 }
 
-#[async_trait]
-impl EventStore for MemoryStore {
-    async fn append(&self, request: AppendRequest) -> Result<Appended> {
-        self.appends.fetch_add(1, Ordering::Relaxed);
-        validate::check_append(&request)?;
-        let mut state = self.lock();
-        let appended = match state.ledger.decide(&request)? {
-            Decision::Replay(appended) => return Ok(appended),
-            Decision::Write { appended, .. } => appended,
-        };
+impl State {
+    /// Stores the records of a decided append.
+    fn write(&mut self, request: AppendRequest, appended: &Appended) {
         let topic = request.stream.topic().clone();
         let command = request.command.as_ref();
-        state
-            .streams
+        self.streams
             .entry(request.stream.clone())
             .or_insert_with(|| (appended.partition, Vec::new()))
             .1
             .extend(appended.offsets.iter().copied());
-        let log = state
+        let log = self
             .partitions
             .entry((topic.clone(), appended.partition))
             .or_default();
@@ -188,13 +181,59 @@ impl EventStore for MemoryStore {
                 metadata: event.metadata,
             });
         }
-        drop(state);
+    }
+}
+
+impl MemoryStore {
+    /// Counts a commit and wakes live readers.
+    fn notify(&self) {
         let commits = self.committed.fetch_add(1, Ordering::Relaxed) + 1;
         // Only live readers need waking; without any, skip the notification.
         if self.commits.receiver_count() > 0 {
             self.commits.send_replace(commits);
         }
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append(&self, request: AppendRequest) -> Result<Appended> {
+        self.appends.fetch_add(1, Ordering::Relaxed);
+        validate::check_append(&request)?;
+        let mut state = self.lock();
+        let appended = match state.ledger.decide(&request)? {
+            Decision::Replay(appended) => return Ok(appended),
+            Decision::Write { appended, .. } => appended,
+        };
+        state.write(request, &appended);
+        drop(state);
+        self.notify();
         Ok(appended)
+    }
+
+    async fn append_all(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
+        self.appends
+            .fetch_add(requests.len() as u64, Ordering::Relaxed);
+        validate::check_append_all(&requests)?;
+        let mut state = self.lock();
+        let decisions = state.ledger.decide_all(&requests)?;
+        let mut wrote = false;
+        let mut answers = Vec::with_capacity(requests.len());
+        for (request, decision) in requests.into_iter().zip(decisions) {
+            match decision {
+                Decision::Replay(appended) => answers.push(appended),
+                Decision::Write { appended, .. } => {
+                    state.write(request, &appended);
+                    answers.push(appended);
+                    wrote = true;
+                }
+            }
+        }
+        drop(state);
+        if wrote {
+            self.notify();
+        }
+        Ok(answers)
     }
 
     async fn read_stream(
@@ -338,6 +377,7 @@ impl EventStore for MemoryStore {
             durable: false,
             dense_offsets: true,
             group_commit: false,
+            multi_stream_append: true,
         }
     }
 

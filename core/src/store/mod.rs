@@ -18,6 +18,11 @@
 //!   `murmur2(id bytes) mod N` of the topic named after its kind (see
 //!   [`partitioner`](crate::partitioner)).
 //! - **Empty appends are rejected** with [`Error::EmptyAppend`]; they never create a stream.
+//! - **Atomic across streams, where the backend can** ([`Capabilities::multi_stream_append`]):
+//!   [`EventStore::append_all`] commits appends to several streams, each with its own
+//!   expected version and command, in one transaction — all of them or none. The memory and
+//!   SQLite stores can; a backend that cannot (Kafka: a record batch spans one partition's
+//!   writer) refuses with [`Error::Unsupported`] and writes nothing.
 //! - **Snapshots**: [`EventStore::save_snapshot`] keeps each stream's latest snapshot, never
 //!   one ahead of its stream (see [`snapshot`](crate::snapshot) for the rules).
 //! - **Bad input** (ids, type names, sizes beyond [`limits`](crate::limits)) is refused with
@@ -179,6 +184,9 @@ pub struct Capabilities {
     pub dense_offsets: bool,
     /// Concurrent appends share commits ([`StoreStats::commits`] < appends).
     pub group_commit: bool,
+    /// [`EventStore::append_all`] commits appends to several streams atomically (memory,
+    /// SQLite). Without it, `append_all` refuses with [`Error::Unsupported`].
+    pub multi_stream_append: bool,
 }
 
 /// Counters a store keeps about its own work.
@@ -218,6 +226,59 @@ pub trait EventStore: Send + Sync + 'static {
     /// [`Error::InvalidEvent`], [`Error::TooManyEvents`], [`Error::PartitionCount`], or a
     /// backend failure.
     async fn append(&self, request: AppendRequest) -> Result<Appended>;
+
+    /// Appends to several streams in one transaction: every append is decided as
+    /// [`append`](Self::append) decides one (its command id first, then its expected
+    /// version), in order, so a later one sees an earlier one's effect on a shared stream —
+    /// and then all of them are written, or none is.
+    ///
+    /// Returns one result per request, in order. An append whose command id was committed
+    /// before is answered with its first result ([`Appended::replayed`]) and writes nothing
+    /// again; so retrying a whole call after a success writes nothing. An empty list writes
+    /// nothing and returns no results.
+    ///
+    /// Only backends with [`Capabilities::multi_stream_append`] do this; the default refuses.
+    ///
+    /// ```
+    /// use keel::store::{AppendRequest, EventStore, ExpectedVersion, memory::MemoryStore};
+    /// use keel::{NewEvent, StreamId, StreamVersion};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), keel::store::Error> {
+    /// let store = MemoryStore::new();
+    /// let (alice, bob) = (StreamId::new("account", "alice")?, StreamId::new("account", "bob")?);
+    /// let event = |t: &str| NewEvent::raw(t, 1, b"{}".to_vec());
+    /// let both = store
+    ///     .append_all(vec![
+    ///         AppendRequest::new(alice.clone(), ExpectedVersion::NoStream, vec![event("Withdrawn")]),
+    ///         AppendRequest::new(bob.clone(), ExpectedVersion::NoStream, vec![event("Deposited")]),
+    ///     ])
+    ///     .await?;
+    /// assert_eq!(both.len(), 2);
+    /// // A stale expectation on one stream refuses the whole append: nothing is written.
+    /// let refused = store
+    ///     .append_all(vec![
+    ///         AppendRequest::new(alice.clone(), ExpectedVersion::Exact(StreamVersion(1)), vec![event("Withdrawn")]),
+    ///         AppendRequest::new(bob.clone(), ExpectedVersion::NoStream, vec![event("Deposited")]),
+    ///     ])
+    ///     .await;
+    /// assert!(refused.is_err_and(|e| e.is_conflict()));
+    /// assert_eq!(store.stream_version(&alice).await?, StreamVersion(1));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on a backend without the capability; otherwise the first
+    /// failing append's error ([`Error::Conflict`] naming its stream,
+    /// [`Error::CommandIdReused`], [`Error::InvalidEvent`]…) or [`Error::TooManyStreams`]. On
+    /// any error nothing of the call is written.
+    async fn append_all(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
+        let _ = requests;
+        Err(Error::Unsupported {
+            operation: "an atomic append to several streams",
+            backend: std::any::type_name::<Self>(),
+        })
+    }
 
     /// Reads a stream's events with versions from `from` on (1 for all), in version order.
     ///
@@ -360,6 +421,9 @@ pub trait EventStore: Send + Sync + 'static {
 impl<S: EventStore + ?Sized> EventStore for Arc<S> {
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         (**self).append(request).await
+    }
+    async fn append_all(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
+        (**self).append_all(requests).await
     }
     async fn read_stream(
         &self,

@@ -72,6 +72,17 @@ pub(crate) fn check_append(request: &AppendRequest) -> Result<()> {
     Ok(())
 }
 
+/// Checks an atomic append to several streams: their number, then each append.
+pub(crate) fn check_append_all(requests: &[AppendRequest]) -> Result<()> {
+    if requests.len() > limits::MAX_STREAMS_PER_APPEND {
+        return Err(Error::TooManyStreams {
+            count: requests.len(),
+            max: limits::MAX_STREAMS_PER_APPEND,
+        });
+    }
+    requests.iter().try_for_each(check_append)
+}
+
 /// Checks a snapshot's shape before it is saved (its version against the stream is the
 /// backend's check, made where the stream's version is known).
 pub(crate) fn check_snapshot(snapshot: &crate::Snapshot) -> Result<()> {

@@ -164,7 +164,7 @@ enum Cmd {
         #[arg(value_parser = Checked(args::account))]
         account: String,
     },
-    /// Moves money from one account to another (idempotent per transfer id, not atomic).
+    /// Moves money from one account to another (atomically, idempotent per transfer id).
     Transfer {
         /// The account the money leaves.
         #[arg(value_parser = Checked(args::account))]

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use keel::{Event, Offset, Partition, RecordedEvent, Topic};
+use keel::{Offset, Partition, RecordedEvent, Topic};
 use tokio_util::sync::CancellationToken;
 
 use super::{OnBadEvent, Runner};
@@ -189,7 +189,7 @@ impl<P: Projection> Runner<P> {
         let mut park = Vec::new();
         let mut skipped = 0;
         for record in records {
-            if !P::Event::reads(&record.event_type) {
+            if !self.projection.reads(&record) {
                 // Not one of the events this projection declares it reads (a current type
                 // name or an alias), or one its event enum declares ignored.
                 skipped += 1;

@@ -133,6 +133,11 @@ impl<P: Projection> Runner<P> {
         P::NAME
     }
 
+    /// The projection.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
     /// The view store.
     pub fn views(&self) -> &Arc<P::Store> {
         &self.views

@@ -785,6 +785,7 @@ impl EventStore for KafkaStore {
             durable: true,
             dense_offsets: false,
             group_commit: true,
+            multi_stream_append: false,
         }
     }
 

@@ -613,6 +613,7 @@ impl EventStore for PostgresStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
+            multi_stream_append: false,
             durable: true,
             dense_offsets: true,
             group_commit: true,

@@ -16,7 +16,9 @@
 //!
 //! One batch is one transaction: it reads what the batch touches into a ledger, decides each
 //! request in order (command id first, then expected version), writes the accepted ones with
-//! multi-row `INSERT`s, advances the partition heads, commits once and answers each caller. The
+//! multi-row `INSERT`s, advances the partition heads, commits once and answers each caller.
+//! An atomic append to several streams ([`EventStore::append_all`]) is one request of a batch
+//! whose appends are accepted or refused together, so it commits in that one transaction. The
 //! write-ahead log is kept bounded: a passive checkpoint every few hundred commits, and a
 //! truncating one when the queue goes quiet; [`StoreStats::wal_bytes`] reports its size.
 //!
@@ -513,6 +515,15 @@ impl EventStore for SqliteStore {
         self.send(|reply| Job::Append { request, reply }).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(streams = requests.len()))]
+    async fn append_all(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
+        validate::check_append_all(&requests)?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send(|reply| Job::AppendAll { requests, reply }).await
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamId,
@@ -705,6 +716,7 @@ impl EventStore for SqliteStore {
             durable: true,
             dense_offsets: true,
             group_commit: true,
+            multi_stream_append: true,
         }
     }
 

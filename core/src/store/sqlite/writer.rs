@@ -17,6 +17,12 @@
 //! 5. answers each caller with its own result: a conflict or a replay answers only its
 //!    caller, and a database failure rolls the whole batch back and fails each of its callers.
 //!
+//! An atomic append to several streams ([`EventStore::append_all`](crate::EventStore::append_all))
+//! is one job of the batch: its appends are decided together with
+//! [`Ledger::decide_all`] (the first refusal undoes the others' effects on the ledger, so
+//! later jobs of the batch never see them) and written with the rest of the batch, in its one
+//! transaction — all of them or none.
+//!
 //! Offsets come from the partition heads read and advanced inside the transaction, so they
 //! are dense and in commit order whichever process writes.
 //!
@@ -59,6 +65,11 @@ pub(super) enum Job {
     Append {
         request: AppendRequest,
         reply: oneshot::Sender<Result<Appended>>,
+    },
+    /// Appends to several streams, all or none.
+    AppendAll {
+        requests: Vec<AppendRequest>,
+        reply: oneshot::Sender<Result<Vec<Appended>>>,
     },
     /// Save a snapshot, in the next batch's transaction.
     Snapshot {
@@ -111,7 +122,44 @@ impl std::error::Error for BatchFailed {
     }
 }
 
-type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
+/// One caller's appends in a batch: a single append, or appends to several streams that
+/// commit together or not at all.
+enum Pending {
+    One(AppendRequest, oneshot::Sender<Result<Appended>>),
+    All(Vec<AppendRequest>, oneshot::Sender<Result<Vec<Appended>>>),
+}
+
+impl Pending {
+    fn requests(&self) -> &[AppendRequest] {
+        match self {
+            Self::One(request, _) => std::slice::from_ref(request),
+            Self::All(requests, _) => requests,
+        }
+    }
+}
+
+/// What the batch decided for one caller.
+enum Outcome {
+    One(Result<Decision>),
+    All(Result<Vec<Decision>>),
+}
+
+impl Outcome {
+    /// The decisions to write, if any.
+    fn decisions(&self) -> &[Decision] {
+        match self {
+            Self::One(Ok(d)) => std::slice::from_ref(d),
+            Self::All(Ok(ds)) => ds,
+            Self::One(Err(_)) | Self::All(Err(_)) => &[],
+        }
+    }
+}
+
+fn answer(decision: Decision) -> Appended {
+    match decision {
+        Decision::Replay(a) | Decision::Write { appended: a, .. } => a,
+    }
+}
 type PendingSnapshot = (Snapshot, oneshot::Sender<Result<()>>);
 
 /// What one batch does besides its appends: each accepted snapshot (a later one of a stream
@@ -121,8 +169,8 @@ struct SnapshotPlan<'a> {
     answers: Vec<Result<()>>,
 }
 
-/// What a batch decided: each append's and each snapshot's answer, and whether it wrote.
-type BatchOutcome = (Vec<Result<Decision>>, Vec<Result<()>>, bool);
+/// What a batch decided: each caller's and each snapshot's answer, and whether it wrote.
+type BatchOutcome = (Vec<Outcome>, Vec<Result<()>>, bool);
 
 impl Writer {
     /// Runs the writer on the calling thread until shutdown or until every sender is gone.
@@ -176,7 +224,10 @@ impl Writer {
             let mut next = Some(job);
             while let Some(job) = next.take() {
                 match job {
-                    Job::Append { request, reply } => batch.push((request, reply)),
+                    Job::Append { request, reply } => batch.push(Pending::One(request, reply)),
+                    Job::AppendAll { requests, reply } => {
+                        batch.push(Pending::All(requests, reply));
+                    }
                     Job::Snapshot { snapshot, reply } => snapshots.push((snapshot, reply)),
                     Job::EnsureTopic {
                         topic,
@@ -304,27 +355,41 @@ impl Writer {
         if batch.is_empty() && snapshots.is_empty() {
             return false;
         }
+        let appends: usize = batch.iter().map(|p| p.requests().len()).sum();
         self.shared
             .appends
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let requests: Vec<&AppendRequest> = batch.iter().map(|(r, _)| r).collect();
+            .fetch_add(appends as u64, Ordering::Relaxed);
         let snaps: Vec<&Snapshot> = snapshots.iter().map(|(s, _)| s).collect();
-        match self.write(&requests, &snaps) {
-            Ok((decisions, snapshot_answers, committed)) => {
-                let wrote = decisions
-                    .iter()
-                    .any(|d| matches!(d, Ok(Decision::Write { .. })));
+        match self.write(&batch, &snaps) {
+            Ok((outcomes, snapshot_answers, committed)) => {
+                let wrote = outcomes.iter().any(|o| {
+                    o.decisions()
+                        .iter()
+                        .any(|d| matches!(d, Decision::Write { .. }))
+                });
                 if committed {
                     self.shared.transactions.fetch_add(1, Ordering::Relaxed);
                 }
                 if wrote {
                     self.shared.commits.send_modify(|n| *n += 1);
                 }
-                for ((_, reply), decision) in batch.into_iter().zip(decisions) {
-                    let answer = decision.map(|d| match d {
-                        Decision::Replay(a) | Decision::Write { appended: a, .. } => a,
-                    });
-                    let _ = reply.send(answer);
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    match (pending, outcome) {
+                        (Pending::One(_, reply), Outcome::One(decision)) => {
+                            let _ = reply.send(decision.map(answer));
+                        }
+                        (Pending::All(_, reply), Outcome::All(decisions)) => {
+                            let _ = reply
+                                .send(decisions.map(|ds| ds.into_iter().map(answer).collect()));
+                        }
+                        // `write` answers each caller in kind.
+                        (Pending::One(_, reply), Outcome::All(_)) => {
+                            let _ = reply.send(Err(Error::Closed));
+                        }
+                        (Pending::All(_, reply), Outcome::One(_)) => {
+                            let _ = reply.send(Err(Error::Closed));
+                        }
+                    }
                 }
                 for ((_, reply), answer) in snapshots.into_iter().zip(snapshot_answers) {
                     let _ = reply.send(answer);
@@ -337,8 +402,16 @@ impl Writer {
                 }
                 tracing::error!(error = %e, "append batch failed; rolled back");
                 let shared = BatchFailed(Arc::new(e));
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(Error::backend("append", shared.clone())));
+                for pending in batch {
+                    let error = Error::backend("append", shared.clone());
+                    match pending {
+                        Pending::One(_, reply) => {
+                            let _ = reply.send(Err(error));
+                        }
+                        Pending::All(_, reply) => {
+                            let _ = reply.send(Err(error));
+                        }
+                    }
                 }
                 for (_, reply) in snapshots {
                     let _ = reply.send(Err(Error::backend("save a snapshot", shared.clone())));
@@ -349,33 +422,44 @@ impl Writer {
     }
 
     /// Decides and writes a batch in one transaction; the outer error is a database failure
-    /// (the caller rolls back), the inner ones are each request's own answer.
+    /// (the caller rolls back), the inner ones are each caller's own answer.
     fn write(
         &mut self,
-        batch: &[&AppendRequest],
+        batch: &[Pending],
         snapshots: &[&Snapshot],
     ) -> rusqlite::Result<BatchOutcome> {
         self.exec("BEGIN IMMEDIATE")?;
-        let mut ledger = self.load(batch, snapshots)?;
-        let decisions: Vec<Result<Decision>> = batch.iter().map(|r| ledger.decide(r)).collect();
-        let plan = plan_snapshots(snapshots, &ledger);
-        let writes: Vec<(&AppendRequest, &Appended)> = batch
+        let requests: Vec<&AppendRequest> = batch.iter().flat_map(Pending::requests).collect();
+        let mut ledger = self.load(&requests, snapshots)?;
+        let outcomes: Vec<Outcome> = batch
             .iter()
-            .zip(&decisions)
+            .map(|pending| match pending {
+                Pending::One(request, _) => Outcome::One(ledger.decide(request)),
+                Pending::All(requests, _) => Outcome::All(ledger.decide_all(requests)),
+            })
+            .collect();
+        let plan = plan_snapshots(snapshots, &ledger);
+        let decided: Vec<(&AppendRequest, &Decision)> = batch
+            .iter()
+            .zip(&outcomes)
+            .flat_map(|(pending, outcome)| pending.requests().iter().zip(outcome.decisions()))
+            .collect();
+        let writes: Vec<(&AppendRequest, &Appended)> = decided
+            .iter()
             .filter_map(|(r, d)| match d {
-                Ok(Decision::Write { appended, .. }) => Some((*r, appended)),
-                _ => None,
+                Decision::Write { appended, .. } => Some((*r, appended)),
+                Decision::Replay(_) => None,
             })
             .collect();
         if writes.is_empty() && plan.writes.is_empty() {
             self.exec("COMMIT")?;
-            return Ok((decisions, plan.answers, false));
+            return Ok((outcomes, plan.answers, false));
         }
         if !writes.is_empty() {
-            for (request, decision) in batch.iter().zip(&decisions) {
-                if let Ok(Decision::Write {
+            for (request, decision) in &decided {
+                if let Decision::Write {
                     new_topic: Some(n), ..
-                }) = decision
+                } = decision
                 {
                     self.conn
                         .prepare_cached(
@@ -391,7 +475,7 @@ impl Writer {
         }
         self.upsert_snapshots(&plan.writes)?;
         self.exec("COMMIT")?;
-        Ok((decisions, plan.answers, true))
+        Ok((outcomes, plan.answers, true))
     }
 
     /// Runs a statement without parameters or rows, prepared once.

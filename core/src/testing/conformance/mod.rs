@@ -31,6 +31,7 @@ mod append;
 mod faults;
 mod group_commit;
 mod idempotency;
+mod multi_stream;
 mod partitions;
 mod snapshots;
 
@@ -38,6 +39,7 @@ pub use append::*;
 pub use faults::*;
 pub use group_commit::*;
 pub use idempotency::*;
+pub use multi_stream::*;
 pub use partitions::*;
 pub use snapshots::*;
 
@@ -355,6 +357,10 @@ macro_rules! conformance_suite {
             snapshot_ahead_of_its_stream_is_refused,
             snapshots_survive_reopening,
             snapshots_change_nothing_about_appends_and_command_ids,
+            multi_stream_append_writes_every_stream,
+            multi_stream_conflict_on_one_stream_writes_nothing,
+            multi_stream_append_is_idempotent,
+            concurrent_multi_stream_appends_are_all_or_nothing,
         );
     };
     (@cases $backend:ty; $($case:ident),* $(,)?) => {
