@@ -487,7 +487,7 @@ impl Writer {
                 .map_err(|e| classify(&e))?;
         }
         let sent = self.send_all(appends, snapshots, plan, writes, writer_snapshot);
-        let deliveries = match sent {
+        let (deliveries, others) = match sent {
             Ok(d) => d,
             Err(e) => {
                 let failure = classify(&e);
@@ -497,36 +497,62 @@ impl Writer {
                 return Err(failure);
             }
         };
+        // Every record is acknowledged before the commit: rdkafka's `commit_transaction`
+        // flushes first, and its flush sleeps up to 100 ms in a poll when records are still
+        // in flight (the delivery reports go to the producer's own polling thread), which
+        // made every transaction last 100 ms. Waiting here costs nothing: the commit waits
+        // for the same acknowledgements.
+        let offsets = match Self::delivered(deliveries, others).await {
+            Ok(offsets) => offsets,
+            Err(failure) => {
+                return Err(match failure {
+                    Failure::Fenced(d) => Failure::Fenced(d),
+                    Failure::Aborted(d) | Failure::Unknown(d) if transactional => {
+                        self.abort(d).await
+                    }
+                    other => other,
+                });
+            }
+        };
         if transactional {
             self.commit().await?;
+        }
+        Ok(offsets)
+    }
+
+    /// Waits for the acknowledgement of every record; the offsets of each write's events.
+    async fn delivered(
+        deliveries: Vec<Vec<DeliveryFuture>>,
+        others: Vec<DeliveryFuture>,
+    ) -> Result<Vec<Vec<Offset>>, Failure> {
+        let offset = |f: DeliveryFuture| async move {
+            match f.await {
+                Ok(Ok(delivery)) => Ok(Offset(u64::try_from(delivery.offset).unwrap_or(0))),
+                Ok(Err((e, _))) => Err(match classify(&e) {
+                    Failure::Fenced(d) => Failure::Fenced(d),
+                    _ => Failure::Unknown(format!("a record was not delivered: {e}")),
+                }),
+                Err(_) => Err(Failure::Unknown(
+                    "the producer dropped a delivery report".into(),
+                )),
+            }
+        };
+        for f in others {
+            offset(f).await?;
         }
         let mut offsets = Vec::with_capacity(deliveries.len());
         for futures in deliveries {
             let mut these = Vec::with_capacity(futures.len());
             for f in futures {
-                match f.await {
-                    Ok(Ok(delivery)) => {
-                        these.push(Offset(u64::try_from(delivery.offset).unwrap_or(0)))
-                    }
-                    Ok(Err((e, _))) => {
-                        return Err(match classify(&e) {
-                            Failure::Fenced(d) => Failure::Fenced(d),
-                            _ => Failure::Unknown(format!("a record was not delivered: {e}")),
-                        });
-                    }
-                    Err(_) => {
-                        return Err(Failure::Unknown(
-                            "the producer dropped a delivery report".into(),
-                        ));
-                    }
-                }
+                these.push(offset(f).await?);
             }
             offsets.push(these);
         }
         Ok(offsets)
     }
 
-    /// Enqueues every record of the batch; returns the delivery futures of each write's events.
+    /// Enqueues every record of the batch; returns the delivery futures of each write's
+    /// events, and of the other records (snapshots).
     fn send_all(
         &self,
         appends: &[PendingAppend],
@@ -534,7 +560,7 @@ impl Writer {
         plan: &Plan,
         writes: &[usize],
         writer_snapshot: Option<&WriterSnapshot>,
-    ) -> Result<Vec<Vec<DeliveryFuture>>, KafkaError> {
+    ) -> Result<(Vec<Vec<DeliveryFuture>>, Vec<DeliveryFuture>), KafkaError> {
         let p = i32::try_from(self.partition.0).unwrap_or(i32::MAX);
         let mut others = Vec::new();
         if let Some(snapshot) = writer_snapshot {
@@ -578,11 +604,7 @@ impl Writer {
                 .headers(record::snapshot_headers(snapshot));
             others.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
         }
-        if !self.ctx.transactional {
-            // Without a transaction, nothing else says when these are acknowledged.
-            deliveries.push(others);
-        }
-        Ok(deliveries)
+        Ok((deliveries, others))
     }
 
     async fn commit(&mut self) -> Result<(), Failure> {
