@@ -11,7 +11,8 @@
 //!   (Apache Kafka: fenced single writers per partition, topics any consumer can read). Appends are atomic, idempotent per
 //!   `(stream, command id)` and return their [`Position`]s.
 //! - **Command side**: the [`Repository`] loads an aggregate, decides, appends and retries on
-//!   conflict.
+//!   conflict. With the `kafka` feature, `kafka` runs a service as several instances sharing
+//!   the log's partitions (a consumer group), routing each command to its stream's owner.
 //! - **Testing**: with the `testing` feature, `testing` holds the backend conformance suite
 //!   and a given/when/then harness for aggregates.
 //!
@@ -37,6 +38,8 @@ mod backend_error;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod limits;
 pub mod partitioner;
 pub mod repository;

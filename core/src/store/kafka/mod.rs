@@ -106,6 +106,7 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod commands;
 mod reader;
 mod record;
 mod snapshot;
@@ -133,10 +134,13 @@ use crate::store::{
 };
 
 use self::reader::Reader;
-use self::topics::{Admin, Names, TopicSettings};
-use self::writer::{Ctx, Job, Owned};
+pub(crate) use self::topics::Admin;
+pub(crate) use self::topics::Names;
+use self::topics::TopicSettings;
+pub(crate) use self::writer::Ctx;
+use self::writer::{Job, Owned};
 
-pub use self::topics::{SNAPSHOTS_SUFFIX, WRITER_STATE_SUFFIX};
+pub use self::topics::{COMMANDS_SUFFIX, REPLIES_SUFFIX, SNAPSHOTS_SUFFIX, WRITER_STATE_SUFFIX};
 
 /// Kafka-specific failures, carried as the source of
 /// [`Error::Backend`].
@@ -351,6 +355,7 @@ impl KafkaStoreBuilder {
         )?;
         let ctx = Arc::new(Ctx {
             names,
+            base: base.clone(),
             producer,
             group: self.group.clone(),
             transactional: self.transactional,
@@ -376,6 +381,7 @@ impl KafkaStoreBuilder {
             own: self.own,
             topics: RwLock::new(HashMap::new()),
             owned: RwLock::new(HashMap::new()),
+            fenced: std::sync::Mutex::new(HashMap::new()),
             resolving: Mutex::new(()),
             _temp: temp,
         })
@@ -391,6 +397,9 @@ pub struct KafkaStore {
     /// Partition counts of the topics resolved so far (they never change).
     topics: RwLock<HashMap<Topic, u32>>,
     owned: RwLock<HashMap<(Topic, Partition), Arc<Owned>>>,
+    /// Producers that fenced a partition's earlier writers (in a consumer group's rebalance
+    /// callback), waiting for the takeover that reads the partition.
+    fenced: std::sync::Mutex<HashMap<(Topic, Partition), rdkafka::producer::FutureProducer>>,
     /// Serialises topic resolution, so a partition is taken once.
     resolving: Mutex<()>,
     _temp: Option<tempfile::TempDir>,
@@ -442,9 +451,151 @@ impl KafkaStore {
 
     /// The partitions this store owns (writes and serves from local state), in order.
     pub fn owned_partitions(&self) -> Vec<(Topic, Partition)> {
-        let mut owned: Vec<_> = self.read_owned().keys().cloned().collect();
+        let mut owned: Vec<_> = self
+            .read_owned()
+            .iter()
+            .filter(|(_, o)| !o.shared.fenced.load(Ordering::Acquire))
+            .map(|(k, _)| k.clone())
+            .collect();
         owned.sort();
         owned
+    }
+
+    /// Whether this store owns a partition now: it writes it and serves its streams. (A
+    /// fenced writer does not own its partition any more.)
+    pub fn owns(&self, topic: &Topic, partition: Partition) -> bool {
+        self.read_owned()
+            .get(&(topic.clone(), partition))
+            .is_some_and(|o| !o.shared.fenced.load(Ordering::Acquire))
+    }
+
+    /// The settings, counters and names every writer of this store shares.
+    pub(crate) fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// The partition count of `topic`, creating it with `partitions` when missing (and
+    /// checking it has that many when it exists).
+    pub(crate) async fn resolve(&self, topic: &Topic, partitions: u32) -> Result<u32> {
+        validate::check_partitions(topic, partitions)?;
+        Ok(self
+            .partitions(topic, true, Some(partitions))
+            .await?
+            .unwrap_or(partitions))
+    }
+
+    /// The partition count of a topic known to this store, resolving it (without creating
+    /// it) when needed.
+    pub(crate) async fn partition_count(&self, topic: &Topic) -> Result<u32> {
+        self.partitions(topic, false, None)
+            .await?
+            .ok_or_else(|| Error::UnknownTopic {
+                topic: topic.clone(),
+            })
+    }
+
+    /// Topic creation and inspection.
+    pub(crate) fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    /// Fences the earlier writers of a partition, blocking (in a consumer group's rebalance
+    /// callback): the next [`take_partition`](Self::take_partition) of it reads with this
+    /// producer. Fencing before the consumer group hands the partition's committed command
+    /// offsets over means no earlier owner can commit past them any more.
+    pub(crate) fn fence_blocking(&self, topic: &Topic, partition: Partition) -> Result<()> {
+        if self.owns(topic, partition) {
+            return Ok(());
+        }
+        let producer = takeover::fence_blocking(&self.ctx, topic, partition)?;
+        self.fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((topic.clone(), partition), producer);
+        Ok(())
+    }
+
+    /// Gives an owned partition the commands partition whose consumer offsets commit with
+    /// its transactions.
+    pub(crate) fn attach_commands(
+        &self,
+        topic: &Topic,
+        partition: Partition,
+        offsets: Arc<commands::CommandOffsets>,
+    ) -> Result<()> {
+        let owned = self
+            .read_owned()
+            .get(&(topic.clone(), partition))
+            .cloned()
+            .ok_or_else(|| Error::NotOwner {
+                topic: topic.clone(),
+                partition,
+            })?;
+        *owned
+            .shared
+            .commands
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(offsets);
+        Ok(())
+    }
+
+    /// Writes the answer to a routed command that wrote no events, with its consumer
+    /// offset, in the partition's next transaction.
+    pub(crate) async fn answer(
+        &self,
+        topic: &Topic,
+        partition: Partition,
+        answer: commands::Answer,
+    ) -> Result<()> {
+        let owned = self.owned(topic, partition)?;
+        Self::send(&owned, |reply| Job::Answer { answer, reply }).await
+    }
+
+    /// An owned partition's figures for metrics: the offset after its writer's last commit,
+    /// and the routed commands consumed and not answered yet.
+    pub(crate) fn partition_figures(
+        &self,
+        topic: &Topic,
+        partition: Partition,
+    ) -> Option<(Offset, usize)> {
+        let owned = self
+            .read_owned()
+            .get(&(topic.clone(), partition))
+            .cloned()?;
+        let end = Offset(owned.shared.committed_end.load(Ordering::Acquire));
+        let pending = owned.shared.commands().map_or(0, |c| c.pending());
+        Some((end, pending))
+    }
+
+    /// The writer of an owned partition (not fenced).
+    fn owned(&self, topic: &Topic, partition: Partition) -> Result<Arc<Owned>> {
+        let key = (topic.clone(), partition);
+        let owned = self.read_owned().get(&key).cloned();
+        match owned {
+            Some(owned) if owned.shared.fenced.load(Ordering::Acquire) => {
+                // Fenced: another writer owns the partition now. Let it go.
+                let removed = {
+                    let mut map = self.write_owned();
+                    match map.get(&key) {
+                        Some(o) if Arc::ptr_eq(o, &owned) => map.remove(&key),
+                        _ => None,
+                    }
+                };
+                if let Some(removed) = removed {
+                    tracing::info!(%topic, %partition, "fenced by another writer: releasing the partition");
+                    tokio::spawn(async move { release(&removed).await });
+                }
+                Err(Error::NotOwner {
+                    topic: topic.clone(),
+                    partition,
+                })
+            }
+            Some(owned) => Ok(owned),
+            None => Err(Error::NotOwner {
+                topic: topic.clone(),
+                partition,
+            }),
+        }
     }
 
     fn read_owned(
@@ -484,21 +635,40 @@ impl KafkaStore {
 
     async fn take(&self, topic: &Topic, partitions: u32, partition: Partition) -> Result<()> {
         let key = (topic.clone(), partition);
-        if self.read_owned().contains_key(&key) {
+        // Not owned, or fenced (and let go just now): take it.
+        if self.owned(topic, partition).is_ok() {
             return Ok(());
         }
-        let owned =
-            takeover::take(Arc::clone(&self.ctx), topic.clone(), partitions, partition).await?;
+        let fenced = self
+            .fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        let owned = takeover::take(
+            Arc::clone(&self.ctx),
+            topic.clone(),
+            partitions,
+            partition,
+            fenced,
+        )
+        .await?;
         self.write_owned().insert(key, Arc::new(owned));
         Ok(())
     }
 
     /// Releases a partition: finishes its queued appends, writes a writer-state snapshot so
     /// the next owner reads a short tail, and stops writing it. Later appends to its streams
-    /// fail with [`Error::NotOwner`].
+    /// fail with [`Error::NotOwner`]. A transaction whose outcome was unknown is not
+    /// recovered any more (that would fence the next owner): its callers were told to retry.
     pub async fn release_partition(&self, topic: &Topic, partition: Partition) {
-        let owned = self.write_owned().remove(&(topic.clone(), partition));
+        let key = (topic.clone(), partition);
+        self.fenced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&key);
+        let owned = self.write_owned().remove(&key);
         if let Some(owned) = owned {
+            owned.shared.assigned.store(false, Ordering::Release);
             release(&owned).await;
         }
     }
@@ -571,14 +741,7 @@ impl KafkaStore {
             return Ok(None);
         };
         let partition = validate::partition_of(stream, n);
-        self.read_owned()
-            .get(&(topic.clone(), partition))
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| Error::NotOwner {
-                topic: topic.clone(),
-                partition,
-            })
+        self.owned(topic, partition).map(Some)
     }
 
     /// The owner of a stream's partition, once its local store holds every record.
@@ -627,7 +790,21 @@ impl EventStore for KafkaStore {
                 .ok_or_else(|| Error::UnknownTopic {
                     topic: request.stream.topic().clone(),
                 })?;
-        Self::send(&owned, |reply| Job::Append { request, reply }).await
+        // Inside a routed command's run (a service's consumer), an append of that command
+        // carries it: its answer and consumer offset commit with the events.
+        let routed = commands::CONSUMED.try_with(Clone::clone).ok().filter(|c| {
+            c.stream == request.stream
+                && request
+                    .command
+                    .as_ref()
+                    .is_some_and(|m| m.id == c.command_id)
+        });
+        Self::send(&owned, |reply| Job::Append {
+            request,
+            routed,
+            reply,
+        })
+        .await
     }
 
     async fn read_stream(
@@ -741,6 +918,8 @@ impl EventStore for KafkaStore {
                 let keel = name.strip_prefix(prefix.as_str())?;
                 if keel.ends_with(topics::WRITER_STATE_SUFFIX)
                     || keel.ends_with(topics::SNAPSHOTS_SUFFIX)
+                    || keel.ends_with(topics::COMMANDS_SUFFIX)
+                    || keel.ends_with(topics::REPLIES_SUFFIX)
                 {
                     return None;
                 }
