@@ -80,15 +80,24 @@ impl Replies {
             .create()
             .map_err(|e| Error::backend("create a Kafka consumer", e))?;
         // From the end as it is now: an answer to a command sent after this cannot be
-        // missed (an end resolved later could be past it).
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, timeout)
-            .map_err(|e| {
-                Error::backend(
-                    "read the replies topic",
-                    format!("topic {topic} partition {partition}: {e}"),
-                )
-            })?;
+        // missed (an end resolved later could be past it). A topic just created may not
+        // have a leader yet: ask again until the timeout.
+        let deadline = std::time::Instant::now() + timeout;
+        let high = loop {
+            match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+                Ok((_, high)) => break high,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    tracing::debug!(topic, partition, error = %e, "the replies topic is not ready yet");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => {
+                    return Err(Error::backend(
+                        "read the replies topic",
+                        format!("topic {topic} partition {partition}: {e}"),
+                    ));
+                }
+            }
+        };
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(high))
             .map_err(|e| Error::backend("read the replies topic", e))?;
