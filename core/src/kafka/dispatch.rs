@@ -303,6 +303,7 @@ async fn run_command(
         offset,
         reply_to: ReplyTo {
             partition: incoming.reply_partition,
+            request: incoming.request.clone(),
             instance: incoming.reply_to.clone(),
         },
         answered: Arc::new(AtomicBool::new(false)),

@@ -11,13 +11,14 @@
 //! | `keel.command` | the command's name (`deposit`), for people |
 //! | `keel.reply-to` | the caller's instance id |
 //! | `keel.reply-partition` | the caller's partition of the replies topic |
+//! | `keel.request` | this send's id (a UUID): the answer names it, so two sends of one command id each get their own answer |
 //! | `keel.correlation-id`, `keel.causation-id` | UUIDs, when given |
 //! | `keel.metadata` | metadata for the events, a JSON object (when not empty) |
 //! | `keel.expect-new` | `1` when the caller expects a new aggregate |
 //!
 //! **An answer** (replies topic, the caller's partition): key = the command id, headers
-//! `keel.command-id`, `keel.reply-to`, `keel.stream` and `keel.outcome` (`committed`,
-//! `rejected` or `failed`), value = JSON:
+//! `keel.command-id`, `keel.request`, `keel.reply-to`, `keel.stream` and `keel.outcome`
+//! (`committed`, `rejected` or `failed`), value = JSON:
 //!
 //! ```text
 //! {"outcome":"committed","stream":"alice","version":3,"replayed":false,"attempts":1,
@@ -52,6 +53,7 @@ mod header {
     pub(super) const COMMAND: &str = "keel.command";
     pub(super) const REPLY_TO: &str = "keel.reply-to";
     pub(super) const REPLY_PARTITION: &str = "keel.reply-partition";
+    pub(super) const REQUEST: &str = "keel.request";
     pub(super) const CORRELATION_ID: &str = "keel.correlation-id";
     pub(super) const CAUSATION_ID: &str = "keel.causation-id";
     pub(super) const METADATA: &str = "keel.metadata";
@@ -70,6 +72,7 @@ fn push(headers: OwnedHeaders, key: &str, value: &str) -> OwnedHeaders {
 /// What a caller sends, besides the command's JSON.
 pub(crate) struct Outgoing<'a> {
     pub(crate) command_id: &'a CommandId,
+    pub(crate) request: &'a str,
     pub(crate) command: &'a str,
     pub(crate) reply_to: &'a str,
     pub(crate) reply_partition: i32,
@@ -86,6 +89,7 @@ pub(crate) fn command_headers(out: &Outgoing<'_>) -> OwnedHeaders {
     h = push(h, header::COMMAND, out.command);
     h = push(h, header::REPLY_TO, out.reply_to);
     h = push(h, header::REPLY_PARTITION, &out.reply_partition.to_string());
+    h = push(h, header::REQUEST, out.request);
     if let Some(id) = out.correlation_id {
         h = push(h, header::CORRELATION_ID, &id.to_string());
     }
@@ -111,6 +115,7 @@ pub(crate) struct Incoming {
     pub(crate) payload: Vec<u8>,
     pub(crate) reply_to: String,
     pub(crate) reply_partition: i32,
+    pub(crate) request: String,
     pub(crate) correlation_id: Option<Uuid>,
     pub(crate) causation_id: Option<Uuid>,
     pub(crate) metadata: Metadata,
@@ -164,6 +169,9 @@ pub(crate) fn decode_command(topic: &Topic, m: &OwnedMessage) -> Result<Incoming
         reply_partition: get(header::REPLY_PARTITION)
             .and_then(|p| p.parse().ok())
             .ok_or("no keel.reply-partition header")?,
+        request: get(header::REQUEST)
+            .ok_or("no keel.request header")?
+            .to_owned(),
         correlation_id: uuid(header::CORRELATION_ID)?,
         causation_id: uuid(header::CAUSATION_ID)?,
         metadata,
@@ -174,18 +182,20 @@ pub(crate) fn decode_command(topic: &Topic, m: &OwnedMessage) -> Result<Incoming
 /// The headers of an answer record.
 pub(crate) fn reply_headers(
     command_id: &str,
+    request: &str,
     instance: &str,
     stream: &str,
     outcome: &str,
 ) -> OwnedHeaders {
-    let h = OwnedHeaders::new_with_capacity(4);
+    let h = OwnedHeaders::new_with_capacity(5);
     let h = push(h, header::COMMAND_ID, command_id);
+    let h = push(h, header::REQUEST, request);
     let h = push(h, header::REPLY_TO, instance);
     let h = push(h, header::STREAM, stream);
     push(h, header::OUTCOME, outcome)
 }
 
-/// An answer record's command id and addressee.
+/// An answer record's request id and addressee.
 pub(crate) fn reply_address(m: &OwnedMessage) -> Option<(String, String)> {
     let headers = headers_of(m);
     let get = |name: &str| {
@@ -194,7 +204,7 @@ pub(crate) fn reply_address(m: &OwnedMessage) -> Option<(String, String)> {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
     };
-    Some((get(header::COMMAND_ID)?, get(header::REPLY_TO)?))
+    Some((get(header::REQUEST)?, get(header::REPLY_TO)?))
 }
 
 /// An answer's value.

@@ -1,7 +1,8 @@
 //! Answers on their way back: each instance reads its own partition of the group's replies
 //! topic (`read_committed`: an answer exists only if its transaction committed) from where it
 //! ended when the instance started, and hands each answer addressed to it to the caller
-//! waiting for that command id.
+//! waiting for it (by the id of the send, so two sends of one command id each get their own
+//! answer).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +35,7 @@ impl std::fmt::Debug for Replies {
 /// A caller's place in line for an answer; dropping it stops waiting.
 pub(crate) struct Waiting {
     waiters: Arc<Waiters>,
-    command_id: String,
+    request: String,
     rx: oneshot::Receiver<Vec<u8>>,
 }
 
@@ -51,10 +52,10 @@ impl Drop for Waiting {
             .waiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(list) = waiters.get_mut(&self.command_id) {
+        if let Some(list) = waiters.get_mut(&self.request) {
             list.retain(|tx| !tx.is_closed());
             if list.is_empty() {
-                waiters.remove(&self.command_id);
+                waiters.remove(&self.request);
             }
         }
     }
@@ -116,7 +117,7 @@ impl Replies {
                         match consumer.poll(Duration::from_millis(100)) {
                             Some(Ok(m)) => {
                                 let m = m.detach();
-                                let Some((command, to)) = protocol::reply_address(&m) else {
+                                let Some((request, to)) = protocol::reply_address(&m) else {
                                     continue;
                                 };
                                 if to != instance {
@@ -125,7 +126,7 @@ impl Replies {
                                 let waiting = waiters
                                     .lock()
                                     .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                    .remove(&command);
+                                    .remove(&request);
                                 for tx in waiting.into_iter().flatten() {
                                     let _ = tx.send(m.payload().unwrap_or_default().to_vec());
                                 }
@@ -146,18 +147,18 @@ impl Replies {
         })
     }
 
-    /// Waits for the answer to `command_id` (call before sending the command).
-    pub(crate) fn wait_for(&self, command_id: &str) -> Waiting {
+    /// Waits for the answer to the send `request` (call before sending the command).
+    pub(crate) fn wait_for(&self, request: &str) -> Waiting {
         let (tx, rx) = oneshot::channel();
         self.waiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(command_id.to_owned())
+            .entry(request.to_owned())
             .or_default()
             .push(tx);
         Waiting {
             waiters: Arc::clone(&self.waiters),
-            command_id: command_id.to_owned(),
+            request: request.to_owned(),
             rx,
         }
     }

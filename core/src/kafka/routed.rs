@@ -174,8 +174,10 @@ where
         let deadline = tokio::time::Instant::now() + self.timeout;
         let command_id = options.command_id.clone().unwrap_or_else(CommandId::random);
         let payload = serde_json::to_vec(&command).map_err(Error::Fingerprint)?;
+        let request = uuid::Uuid::now_v7().to_string();
         let headers = protocol::command_headers(&Outgoing {
             command_id: &command_id,
+            request: &request,
             command: command.name(),
             reply_to: &self.inner.instance,
             reply_partition: self.inner.reply_partition,
@@ -186,7 +188,7 @@ where
         });
         let commands = self.inner.store.ctx().names.commands(&self.topic);
         // Waiting before sending: an answer cannot come before its waiter.
-        let mut waiting = self.inner.replies.wait_for(command_id.as_str());
+        let mut waiting = self.inner.replies.wait_for(&request);
         let record = FutureRecord::to(&commands)
             .partition(i32::try_from(partition.0).unwrap_or(i32::MAX))
             .key(stream.id())

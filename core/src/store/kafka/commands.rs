@@ -47,6 +47,8 @@ pub(crate) struct Consumed {
 pub(crate) struct ReplyTo {
     /// The caller's partition of the replies topic.
     pub(crate) partition: i32,
+    /// The send's id, which the answer names.
+    pub(crate) request: String,
     /// The caller's instance id.
     pub(crate) instance: String,
 }

@@ -207,6 +207,7 @@ impl Writer {
                 .payload(value)
                 .headers(protocol::reply_headers(
                     command,
+                    &reply_to.request,
                     &reply_to.instance,
                     stream,
                     outcome,
