@@ -8,6 +8,9 @@
 //!   ([`store::memory`]) or in SQLite (`store::sqlite`, feature `sqlite`).
 //! - A [`Runner`] feeds a projection: batches committed together with their checkpoint,
 //!   under a lease, then live tailing; side-by-side rebuilds when the version changes.
+//!   Several instances of one projection can split its partitions
+//!   ([`Runner::run_shared`], a lease per partition; on Kafka through a consumer group with
+//!   the `kafka` feature).
 //! - [`Projections`] runs several side by side, and (feature `cli`) `cli` is the command
 //!   line an app embeds: `projections list | status | rebuild | reset | retry | drop`.
 //!
@@ -32,7 +35,10 @@ pub mod cli;
 pub use error::{BoxError, Error, EventRef, Result};
 pub use projection::{Envelope, Projection};
 pub use registry::{AnyProjection, Projections};
-pub use runner::{LeaseStatus, OnBadEvent, PartitionLag, Progress, Runner, RunnerConfig, Status};
+pub use runner::{
+    AssignmentChange, Assignments, LeaseStatus, OnBadEvent, PartitionLag, Progress, Revoked,
+    Runner, RunnerConfig, Status,
+};
 
 /// The `#[async_trait]` attribute [`ViewStore`](store::ViewStore) is written with.
 pub use async_trait::async_trait;

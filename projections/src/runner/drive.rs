@@ -171,7 +171,7 @@ impl<P: Projection> Runner<P> {
 
     /// Decodes and applies records read from one partition at `from`, committing the view
     /// changes with the checkpoint moved past the last record.
-    async fn apply(
+    pub(super) async fn apply(
         &self,
         view: &ViewId,
         lease: &Lease,
@@ -338,7 +338,7 @@ impl<P: Projection> Runner<P> {
     }
 }
 
-enum Applied {
+pub(super) enum Applied {
     Committed,
     RolledBack,
 }
