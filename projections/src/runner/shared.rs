@@ -61,7 +61,7 @@ pub enum AssignmentChange {
 pub struct Revoked {
     /// The partitions.
     pub partitions: Vec<(Topic, Partition)>,
-    done: Option<Box<dyn FnOnce() + Send>>,
+    done: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for Revoked {
@@ -77,21 +77,24 @@ impl Revoked {
     pub fn new(partitions: Vec<(Topic, Partition)>, done: impl FnOnce() + Send + 'static) -> Self {
         Self {
             partitions,
-            done: Some(Box::new(done)),
+            done: std::sync::Mutex::new(Some(Box::new(done))),
         }
     }
 
     /// Says the partitions are let go.
-    pub fn done(mut self) {
-        if let Some(done) = self.done.take() {
-            done();
-        }
+    pub fn done(self) {
+        drop(self);
     }
 }
 
 impl Drop for Revoked {
     fn drop(&mut self) {
-        if let Some(done) = self.done.take() {
+        let done = self
+            .done
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(done) = done {
             done();
         }
     }
@@ -190,11 +193,10 @@ impl<P: Projection> Runner<P> {
         let mut running: HashMap<Key, CancellationToken> = HashMap::new();
         let mut revocations: Vec<(HashSet<Key>, Revoked)> = Vec::new();
         let mut outcome = Ok(());
-        let mut membership = true;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                change = assignments.next(), if membership => match change {
+                change = assignments.next() => match change {
                     Some(AssignmentChange::Assigned(partitions)) => {
                         for key in partitions {
                             if running.contains_key(&key) {
@@ -218,16 +220,14 @@ impl<P: Projection> Runner<P> {
                             revocations.push((waiting, revoked));
                         }
                     }
-                    None => membership = false,
+                    // The membership ended: no partition is this runner's any more.
+                    None => break,
                 },
                 Some((key, result)) = workers.next(), if !workers.is_empty() => {
                     running.remove(&key);
                     settle(&mut revocations, &key);
                     if let Err(e) = result {
                         outcome = Err(e);
-                        break;
-                    }
-                    if !membership && workers.is_empty() {
                         break;
                     }
                 }
