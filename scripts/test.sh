@@ -97,7 +97,8 @@ if ! mdbook --version 2>/dev/null | grep -qx "mdbook v$MDBOOK_VERSION"; then
         --version "$MDBOOK_VERSION" --no-default-features --features search --root "$KEEL_TOOLS"
 fi
 book_log="$(mktemp)"
-trap 'rm -f "$book_log"' EXIT
+# One EXIT trap for both: replacing the brokers' trap would leave them running.
+trap 'rm -f "$book_log"; if [[ -n ${kafka_started:-} ]]; then keel_kafka_stop; fi' EXIT
 if ! mdbook build book >"$book_log" 2>&1; then
     cat "$book_log" >&2
     echo "scripts/test.sh: mdbook build book failed" >&2

@@ -44,7 +44,7 @@ async fn fill(store: &KafkaStore, open: bool, rounds: usize) -> anyhow::Result<(
         for round in 0..rounds {
             for k in 0..5u64 {
                 let n = (i * 31 + round * 7) as u64 + k;
-                events.push(if n % 3 == 0 {
+                events.push(if n.is_multiple_of(3) {
                     AccountEvent::Withdrawn { amount: n % 11 + 1 }
                 } else {
                     AccountEvent::Deposited { amount: n % 17 + 1 }

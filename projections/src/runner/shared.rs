@@ -1,35 +1,4 @@
 //! Several instances of one projection splitting its partitions: [`Runner::run_shared`].
-//!
-//! A group membership ([`Assignments`]; on Kafka, `keel::kafka::PartitionGroup` with the
-//! `kafka` feature) decides which instance reads which partition. The exactly-once rules stay
-//! those of a single runner — each batch's view changes commit with its checkpoint moved,
-//! compare-and-set, under a lease — with **a lease per partition** instead of one per
-//! projection: lease `<projection>/<topic>/<partition>`.
-//!
-//! - **Before joining**, an instance claims the projection's own lease for a moment and
-//!   makes sure the active generation is at the code's version, then releases it. Instances
-//!   feed the active generation only. The first build of a view is made in place by the
-//!   instances together: the view is activated empty and fills as they go (its lag says how
-//!   far it is). A newer version is built beside the active view by the instance that holds
-//!   the projection's lease, as [`Runner::run`] builds it (the others wait for the lease, up
-//!   to [`RunnerConfig::claim_timeout`](super::RunnerConfig)), then shared.
-//! - **Assigned** a partition, the instance takes its lease over from whoever held it: the
-//!   group says the partition is this instance's now, and the previous holder either let it
-//!   go or is gone (dead, or thrown out of the group). A holder that is in fact still
-//!   running cannot commit any more: every commit checks the lease and moves the checkpoint
-//!   only from where it was read. The instance reads from the checkpoint in the view store.
-//! - **Revoked**, it stops the partition between two batches: the batch in progress
-//!   commits whole or rolls back whole, never half, and the group moves the partition only
-//!   after that. It then releases the partition's lease.
-//! - A batch whose commit finds the lease or the checkpoint moved (a runner of the whole
-//!   projection, such as a command-line catch-up, wrote it meanwhile) is rolled back; the
-//!   instance re-reads the checkpoint and goes on while the lease is still its own, and lets
-//!   the partition go otherwise.
-//! - Every few seconds, and when it catches up, each partition logs its lag (counted in
-//!   records) on the `tracing` target `keel::projections::lag`, fields `projection`,
-//!   `topic`, `partition`, `checkpoint`, `lag` and `owner`.
-//!
-//! `projections status` shows each partition's lease holder.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -148,7 +117,38 @@ type Key = (Topic, Partition);
 impl<P: Projection> Runner<P> {
     /// Runs the projection as one instance of several: it feeds the partitions
     /// `assignments` hands it, each under its own lease, until `cancel` fires or the
-    /// membership ends. See the [module docs](self).
+    /// membership ends.
+    ///
+    /// A group membership ([`Assignments`]; on Kafka, `keel::kafka::PartitionGroup` with the
+    /// `kafka` feature) decides which instance reads which partition. The exactly-once rules stay
+    /// those of a single runner — each batch's view changes commit with its checkpoint moved,
+    /// compare-and-set, under a lease — with **a lease per partition** instead of one per
+    /// projection: lease `<projection>/<topic>/<partition>`.
+    ///
+    /// - **Before joining**, an instance claims the projection's own lease for a moment and
+    ///   makes sure the active generation is at the code's version, then releases it. Instances
+    ///   feed the active generation only. The first build of a view is made in place by the
+    ///   instances together: the view is activated empty and fills as they go (its lag says how
+    ///   far it is). A newer version is built beside the active view by the instance that holds
+    ///   the projection's lease, as [`Runner::run`] builds it (the others wait for the lease, up
+    ///   to [`RunnerConfig::claim_timeout`](super::RunnerConfig)), then shared.
+    /// - **Assigned** a partition, the instance takes its lease over from whoever held it: the
+    ///   group says the partition is this instance's now, and the previous holder either let it
+    ///   go or is gone (dead, or thrown out of the group). A holder that is in fact still
+    ///   running cannot commit any more: every commit checks the lease and moves the checkpoint
+    ///   only from where it was read. The instance reads from the checkpoint in the view store.
+    /// - **Revoked**, it stops the partition between two batches: the batch in progress
+    ///   commits whole or rolls back whole, never half, and the group moves the partition only
+    ///   after that. It then releases the partition's lease.
+    /// - A batch whose commit finds the lease or the checkpoint moved (a runner of the whole
+    ///   projection, such as a command-line catch-up, wrote it meanwhile) is rolled back; the
+    ///   instance re-reads the checkpoint and goes on while the lease is still its own, and lets
+    ///   the partition go otherwise.
+    /// - Every few seconds, and when it catches up, each partition logs its lag (counted in
+    ///   records) on the `tracing` target `keel::projections::lag`, fields `projection`,
+    ///   `topic`, `partition`, `checkpoint`, `lag` and `owner`.
+    ///
+    /// `projections status` shows each partition's lease holder.
     ///
     /// ```no_run
     /// # #[cfg(feature = "kafka")]
