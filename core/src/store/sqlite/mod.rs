@@ -4,7 +4,8 @@
 //! connection and commits concurrent appends in shared transactions (group commit); each
 //! caller still gets its own answer (see [`writer`](self#the-writer)). Reads go through a
 //! small pool of read-only connections on tokio's blocking threads and never wait for the
-//! writer. Offsets come from the writer, so they are dense and in commit order. Several
+//! writer; aggregate loads go to two loader threads that serve concurrent loads in one read
+//! transaction (group reads, the mirror of group commit). Offsets come from the writer, so they are dense and in commit order. Several
 //! processes may open the same file: each batch reads the streams and heads it touches inside
 //! its own `BEGIN IMMEDIATE` transaction.
 //!
@@ -151,14 +152,25 @@ impl SqliteStoreBuilder {
             .name("keel-sqlite-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| Error::backend("start the SQLite writer", e))?;
+        let readers = Arc::new(Readers {
+            path: self.path.clone(),
+            busy_timeout: self.busy_timeout,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(self.readers as usize),
+            closed: AtomicBool::new(false),
+        });
+        let (loads, load_jobs) = std::sync::mpsc::channel();
+        let load_jobs = Arc::new(Mutex::new(load_jobs));
+        for n in 0..LOADERS {
+            let (readers, load_jobs) = (Arc::clone(&readers), Arc::clone(&load_jobs));
+            std::thread::Builder::new()
+                .name(format!("keel-sqlite-loader-{n}"))
+                .spawn(move || serve_loads(&readers, &load_jobs))
+                .map_err(|e| Error::backend("start the SQLite loaders", e))?;
+        }
         Ok(SqliteStore {
-            readers: Arc::new(Readers {
-                path: self.path.clone(),
-                busy_timeout: self.busy_timeout,
-                idle: Mutex::new(Vec::new()),
-                permits: Semaphore::new(self.readers as usize),
-                closed: AtomicBool::new(false),
-            }),
+            readers,
+            loads: Mutex::new(Some(loads)),
             path: self.path,
             jobs,
             shared,
@@ -192,6 +204,80 @@ impl SqliteStoreBuilder {
         migrate::migrate(&mut conn)?;
         Ok(conn)
     }
+}
+
+/// What a load asks for, and where its answer goes.
+struct LoadJob {
+    stream: StreamId,
+    shape: Option<u32>,
+    reply: oneshot::Sender<Result<(Option<Snapshot>, Vec<RecordedEvent>)>>,
+}
+
+/// Most loads one loader serves in one read transaction.
+const LOAD_BATCH: usize = 64;
+
+/// Serves loads ([`EventStore::read_from_snapshot`]) in batches, on threads of their own:
+/// concurrent loads share one read transaction, so the pages the first one reads (a write
+/// invalidates a reader's page cache) serve the rest, and a batch costs one hand-off between
+/// threads instead of one per load.
+fn serve_loads(readers: &Readers, jobs: &Mutex<std::sync::mpsc::Receiver<LoadJob>>) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        let batch: Vec<LoadJob> = {
+            let jobs = jobs.lock().unwrap_or_else(PoisonError::into_inner);
+            let Ok(first) = jobs.recv() else { return };
+            std::iter::once(first)
+                .chain(std::iter::from_fn(|| jobs.try_recv().ok()).take(LOAD_BATCH - 1))
+                .collect()
+        };
+        if readers.closed.load(Ordering::Acquire) {
+            for job in batch {
+                let _ = job.reply.send(Err(Error::Closed));
+            }
+            return;
+        }
+        if conn.is_none() {
+            match readers.connect() {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    for job in batch {
+                        let _ = job
+                            .reply
+                            .send(Err(Error::backend("read a stream", e.to_string())));
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(c) = &conn else { continue };
+        // One read transaction for the batch (when there is more than one load).
+        let together = batch.len() > 1 && c.execute_batch("BEGIN").is_ok();
+        for job in batch {
+            let _ = job.reply.send(load(c, &job.stream, job.shape));
+        }
+        // A connection left inside a transaction would read stale data: drop it.
+        if (together && c.execute_batch("COMMIT").is_err()) || !c.is_autocommit() {
+            conn = None;
+        }
+    }
+}
+
+/// The snapshot of shape `shape` and the events after it.
+fn load(
+    conn: &Connection,
+    stream: &StreamId,
+    shape: Option<u32>,
+) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
+    let Some(shape) = shape else {
+        return Ok((None, stream_events(conn, stream, StreamVersion(1))?));
+    };
+    // Events never change once written and versions are dense: the events read after the
+    // snapshot are exactly those after its version, whatever commits in between.
+    let snapshot = stream_snapshot(conn, stream)?.filter(|s| s.shape == shape);
+    let from = snapshot
+        .as_ref()
+        .map_or(StreamVersion(1), |s| s.version.next());
+    Ok((snapshot, stream_events(conn, stream, from)?))
 }
 
 /// The read-only connections: opened on demand, at most as many at once as permits.
@@ -272,9 +358,14 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     shared: Arc<Shared>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The queue of the loader threads (see [`serve_loads`]); `None` once closed.
+    loads: Mutex<Option<std::sync::mpsc::Sender<LoadJob>>>,
     /// Partition counts never change once a topic exists, so they are cached.
     topics: RwLock<FastMap<Topic, u32>>,
 }
+
+/// How many threads serve loads.
+const LOADERS: usize = 2;
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -316,6 +407,10 @@ impl SqliteStore {
     /// connection. Later calls on the store fail with [`Error::Closed`].
     pub async fn close(&self) {
         self.readers.close();
+        self.loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let _ = self.jobs.send(Job::Shutdown).await;
         let thread = self
             .thread
@@ -436,22 +531,22 @@ impl EventStore for SqliteStore {
         stream: &StreamId,
         shape: Option<u32>,
     ) -> Result<(Option<Snapshot>, Vec<RecordedEvent>)> {
-        let stream = stream.clone();
-        self.readers
-            .run("read a stream", move |conn| {
-                let Some(shape) = shape else {
-                    return Ok((None, stream_events(conn, &stream, StreamVersion(1))?));
-                };
-                // No read transaction is needed: events never change once written and
-                // versions are dense, so the events read after the snapshot are exactly those
-                // after its version, whatever commits in between.
-                let snapshot = stream_snapshot(conn, &stream)?.filter(|s| s.shape == shape);
-                let from = snapshot
-                    .as_ref()
-                    .map_or(StreamVersion(1), |s| s.version.next());
-                Ok((snapshot, stream_events(conn, &stream, from)?))
-            })
-            .await
+        let (reply, answer) = oneshot::channel();
+        let job = LoadJob {
+            stream: stream.clone(),
+            shape,
+            reply,
+        };
+        let sent = self
+            .loads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|loads| loads.send(job).is_ok());
+        if !sent {
+            return Err(Error::Closed);
+        }
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<StreamVersion> {
