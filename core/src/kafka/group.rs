@@ -227,44 +227,6 @@ impl Member {
         Box::new(move || consumer.group_metadata())
     }
 
-    /// The committed offset of each of `partitions` for this group (`None` when nothing
-    /// was committed).
-    pub(crate) fn committed(
-        &self,
-        partitions: &[KafkaPartition],
-        timeout: Duration,
-    ) -> Result<Vec<(KafkaPartition, Option<i64>)>> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, p) in partitions {
-            tpl.add_partition(topic, *p);
-        }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, timeout)
-            .map_err(|e| Error::backend("read committed offsets", e))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| {
-                let offset = match e.offset() {
-                    rdkafka::Offset::Offset(o) => Some(o),
-                    _ => None,
-                };
-                ((e.topic().to_owned(), e.partition()), offset)
-            })
-            .collect())
-    }
-
-    /// The members of a group and the partitions each holds, as the group coordinator
-    /// describes them: `(client id, partitions)`.
-    pub(crate) fn describe(
-        &self,
-        group: &str,
-        timeout: Duration,
-    ) -> Result<Vec<(String, Vec<KafkaPartition>)>> {
-        describe(self.consumer.as_ref(), group, timeout)
-    }
-
     /// Leaves the group and waits for the thread to end: its partitions are revoked first
     /// (waiting for the events' receiver, as usual). Blocks: call it off the runtime, while
     /// the events are still received.

@@ -66,8 +66,9 @@
 //!
 //! # Lag and health
 //!
-//! - [`Service::health`] gives, per partition: the owner (the group member holding it), the
-//!   offset after the writer's last commit, and the routed commands waiting for it.
+//! - [`health`] (or [`Service::health`]) gives, per partition: the owner (the group member
+//!   holding it), the offset after the writer's last commit, and the routed commands waiting
+//!   for it. It does not join the group: a command line can show it (`bank health`).
 //! - Every [`metrics_every`](ServiceBuilder::metrics_every), each instance logs one
 //!   `tracing` event per partition it serves, target `keel::kafka::metrics`, fields `topic`,
 //!   `partition`, `owner`, `end` and `pending_commands`; taking a partition over and letting
@@ -88,7 +89,7 @@ mod replies;
 mod routed;
 mod service;
 
-pub use self::health::PartitionHealth;
+pub use self::health::{PartitionHealth, health};
 pub use self::partition_group::{GroupChange, PartitionGroup, Revocation};
 pub use self::routed::Routed;
 pub use self::service::{Service, ServiceBuilder};

@@ -111,6 +111,10 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         session_timeout_ms: u64,
     },
+    /// Shows, for the bank on Kafka (needs `--kafka`), each partition of the account topic:
+    /// the `bank serve` instance that owns it, its writer's end offset and the commands
+    /// waiting for it.
+    Health,
     /// Opens an account.
     Open {
         /// The account id.
@@ -243,6 +247,34 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         }
     }
+    if let Some(Cmd::Health) = cli.command {
+        let Some(bootstrap) = cli.kafka.as_deref() else {
+            anyhow::bail!(
+                "`bank health` shows the bank's partitions on Kafka: give --kafka HOST:PORT"
+            );
+        };
+        #[cfg(feature = "kafka")]
+        return serve::health(serve::ServeOptions {
+            bootstrap,
+            group: &cli.kafka_group,
+            prefix: &cli.kafka_topic_prefix,
+            replication: cli.kafka_replication,
+            db: &cli.db,
+            partitions: 0,
+            instance: None,
+            timeout: std::time::Duration::ZERO,
+            session_timeout: std::time::Duration::ZERO,
+        })
+        .await;
+        #[cfg(not(feature = "kafka"))]
+        {
+            let _ = bootstrap;
+            anyhow::bail!(
+                "this bank was built without Kafka; run it with \
+                 `cargo run -p bank --features kafka -- --kafka HOST:PORT health`"
+            )
+        }
+    }
     let kafka = backend::KafkaOptions {
         group: &cli.kafka_group,
         prefix: &cli.kafka_topic_prefix,
@@ -324,7 +356,7 @@ async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Show { account } => show(bank, &account).await?,
         // Handled in `run`, before the log is opened.
-        Cmd::Serve { .. } => {}
+        Cmd::Serve { .. } | Cmd::Health => {}
         Cmd::Balances { account } => balances(bank, db, account.as_deref()).await?,
         Cmd::Projections(args) => {
             let (projections, views) = projections_of(bank, db).await?;

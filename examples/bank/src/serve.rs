@@ -136,6 +136,39 @@ fn answer(id: String, result: Result<Committed<AccountEvent>, bank::Error>) -> A
     }
 }
 
+/// `bank health`: each partition of the account topic, its owner, its writer's end and the
+/// commands waiting for it, as the instances of the group see them (without joining).
+pub(crate) async fn health(options: ServeOptions<'_>) -> anyhow::Result<()> {
+    let store = KafkaStore::builder(options.bootstrap)
+        .group(options.group)
+        .topic_prefix(options.prefix)
+        .replication_factor(options.replication)
+        .own_partitions([])
+        .open()
+        .await
+        .with_context(|| format!("cannot reach Kafka at {}", options.bootstrap))?;
+    let topic = keel::Topic::new(<Account as keel::Aggregate>::KIND)?;
+    let partitions = keel::kafka::health(&store, &[topic])
+        .await
+        .context("cannot read the bank's health")?;
+    println!(
+        "{:<10} {:>9} {:<32} {:>10} {:>9}",
+        "TOPIC", "PARTITION", "OWNER", "END", "PENDING"
+    );
+    for p in partitions {
+        println!(
+            "{:<10} {:>9} {:<32} {:>10} {:>9}",
+            p.topic.to_string(),
+            p.partition.to_string(),
+            p.owner.as_deref().unwrap_or("-"),
+            p.end.to_string(),
+            p.pending_commands
+        );
+    }
+    store.close().await;
+    Ok(())
+}
+
 /// Runs `bank serve` until standard input ends.
 pub(crate) async fn serve(options: ServeOptions<'_>) -> anyhow::Result<()> {
     let mut state = options.db.as_os_str().to_owned();

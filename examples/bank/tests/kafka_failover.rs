@@ -3,10 +3,10 @@
 //! own command id, to both. One process is killed with SIGKILL in the middle: the other takes
 //! its partitions over within the session timeout, and a command sent meanwhile comes back
 //! with a typed timeout within the caller's timeout. Then a third process joins and takes
-//! partitions over while the commands go on. A command whose process died, or that timed out,
-//! is sent again with the same command id. At the end every command was applied exactly once:
-//! each account's balance is the sum of its acknowledged deposits, its versions are dense,
-//! and each command id wrote one event.
+//! partitions over while the commands go on (and `bank health` names each partition's owner).
+//! A command whose process died, or that timed out, is sent again with the same command id.
+//! At the end every command was applied exactly once: each account's balance is the sum of
+//! its acknowledged deposits, its versions are dense, and each command id wrote one event.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::Stdio;
@@ -418,6 +418,27 @@ async fn killed_instance_s_partitions_move_and_every_command_is_applied_once() -
     let owned = settled(&[&b, &c]).await?;
     let (of_b, of_c) = (&owned[0], &owned[1]);
     eprintln!("c joined: b serves {of_b:?}, c serves {of_c:?}");
+    // `bank health` names each partition's owner, as the group sees it.
+    let health = std::process::Command::new(env!("CARGO_BIN_EXE_bank"))
+        .arg("--kafka")
+        .arg(bootstrap())
+        .arg("--kafka-group")
+        .arg(format!("{prefix}bank"))
+        .arg("--kafka-topic-prefix")
+        .arg(&prefix)
+        .arg("--db")
+        .arg(dir.path().join("health.db"))
+        .arg("health")
+        .output()?;
+    let table = String::from_utf8_lossy(&health.stdout);
+    assert!(health.status.success(), "bank health: {table}");
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let (partition, owner): (u32, &str) = (cols[1].parse()?, cols[2]);
+        let expected = if of_b.contains(&partition) { "b" } else { "c" };
+        assert_eq!(owner, expected, "bank health: {table}");
+    }
+    assert_eq!(table.lines().count(), PARTITIONS as usize + 1, "{table}");
     let phase_three = acked.count.load(Ordering::Acquire) + PER_PHASE;
     wait_acks(phase_three).await?;
     stop.store(true, Ordering::Release);

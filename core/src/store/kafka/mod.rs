@@ -4,12 +4,13 @@
 //! Kafka has no conditional append, so the store applies the single-writer principle. How it
 //! meets the [event store contract](crate::store):
 //!
-//! - **One writer per partition.** A store *owns* partitions — in this version all
-//!   partitions of the topics it uses, or the set given to
-//!   [`KafkaStoreBuilder::own_partitions`] ([`KafkaStore::take_partition`] and
-//!   [`KafkaStore::release_partition`] move ownership explicitly). Each owned partition has
-//!   a writer task with its own transactional producer,
-//!   `transactional.id = <group>-<events topic>-<partition>`.
+//! - **One writer per partition.** A store *owns* partitions — on its own, all partitions
+//!   of the topics it uses, or the set given to [`KafkaStoreBuilder::own_partitions`]
+//!   ([`KafkaStore::take_partition`] and [`KafkaStore::release_partition`] move ownership
+//!   explicitly); in a [`Service`](crate::kafka::Service), the partitions the consumer group
+//!   assigns it. Each owned partition has a writer task with its own transactional
+//!   producer, `transactional.id = <group>-<events topic>-<partition>`. A writer fenced by
+//!   another lets its partition go (later appends: [`Error::NotOwner`]).
 //! - **Takeover order.** Taking a partition calls `init_transactions` *first* — fencing any
 //!   earlier writer with that id and aborting its open transaction — and *then* reads
 //!   (`read_committed`) the latest writer-state snapshot and the partition from the offset
