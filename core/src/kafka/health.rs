@@ -89,10 +89,16 @@ pub async fn health(store: &KafkaStore, topics: &[Topic]) -> Result<Vec<Partitio
     let mut out = Vec::with_capacity(commands.len());
     for (topic, n) in counts {
         let kafka = ctx.names.commands(&topic);
+        // No commands topic: no instance ever served the topic (nothing routed, no owner).
+        let served = store.admin().partitions(&kafka).await?.is_some();
         for p in 0..n {
             let partition = Partition(p);
             let key = (kafka.clone(), i32::try_from(p).unwrap_or(0));
-            let sent = ctx.reader.end(&kafka, partition).await?;
+            let sent = if served {
+                ctx.reader.end(&kafka, partition).await?
+            } else {
+                Offset(0)
+            };
             let done = committed.get(&key).copied().flatten().unwrap_or(0);
             out.push(PartitionHealth {
                 topic: topic.clone(),
