@@ -121,7 +121,7 @@ impl KafkaStoreBuilder {
     }
 
     /// Whether appends use Kafka transactions (default `true`). `false` uses the idempotent
-    /// producer alone, with the weaker guarantee stated in the [module docs](self).
+    /// producer alone, with the weaker guarantee stated in the [module docs](super).
     pub fn transactional(mut self, transactional: bool) -> Self {
         self.transactional = transactional;
         self

@@ -185,7 +185,7 @@ impl KafkaStore {
     /// # Errors
     ///
     /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], or a broker failure (among
-    /// them [`KafkaStoreError::TransactionsRefused`]).
+    /// them [`KafkaStoreError::TransactionsRefused`](super::KafkaStoreError::TransactionsRefused)).
     pub async fn take_partition(&self, topic: &Topic, partition: Partition) -> Result<()> {
         let partitions =
             self.partitions(topic, false, None)
