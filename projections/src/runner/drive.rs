@@ -50,7 +50,7 @@ impl<P: Projection> Runner<P> {
 
     /// Records (or clears) why the runner stopped on `view`; a failure to is only logged:
     /// the error the runner returns says it all the same.
-    async fn record_stop(&self, view: &ViewId, stopped: Option<&Stopped>) {
+    pub(super) async fn record_stop(&self, view: &ViewId, stopped: Option<&Stopped>) {
         if let Err(error) = self.views.set_stopped(view, stopped).await {
             tracing::warn!(projection = P::NAME, %view, %error, "cannot record why the runner stopped");
         }

@@ -13,7 +13,7 @@ use super::Runner;
 use super::drive::Applied;
 use crate::error::{Error, Result};
 use crate::projection::Projection;
-use crate::store::{Generation, Lease, ViewId, ViewState, ViewStore};
+use crate::store::{Generation, Lease, Stopped, ViewId, ViewState, ViewStore};
 
 /// A change to the partitions a shared runner holds.
 #[derive(Debug)]
@@ -184,6 +184,8 @@ impl<P: Projection> Runner<P> {
                 None => return Ok(()),
             }
         };
+        // Why a runner last stopped on this view is history once one runs again.
+        self.record_stop(&view, None).await;
         let owner = self.claim_owner();
         // One batch at a time, taking turns between this instance's partitions (a fair
         // lock): a view store with one writer (SQLite) would otherwise let some partitions
@@ -287,6 +289,10 @@ impl<P: Projection> Runner<P> {
             .await;
         if let Err(error) = &result {
             tracing::warn!(projection = P::NAME, topic = %key.0, partition = %key.1, %error, "the partition's runner stopped");
+            // Kept with the view, for `projections status` (a lost lease is no failure).
+            if !matches!(error, Error::LeaseLost { .. }) {
+                self.record_stop(&view, Some(&Stopped::now(error))).await;
+            }
         }
         (key, result)
     }
