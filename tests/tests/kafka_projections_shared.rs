@@ -196,10 +196,24 @@ async fn two_instances_split_the_partitions_and_a_kill_mid_batch_leaves_the_view
     let store = Arc::new(kafka::builder(&bootstrap, &prefix).open().await?);
     let topic = Topic::new("account")?;
     store.ensure_topic(&topic, PARTITIONS).await?;
-    fill(&store, true, 8).await?;
+    fill(&store, true, 4).await?;
 
     let dir = tempfile::tempdir()?;
     let shared = dir.path().join("shared.db");
+    // Events keep coming until the kill, so the first worker always has a batch to be
+    // killed in, however fast it goes: the test waits for states, not for an amount of work.
+    let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let feeder = {
+        let (store, feeding) = (Arc::clone(&store), Arc::clone(&feeding));
+        tokio::spawn(async move {
+            let mut rounds = 0;
+            while feeding.load(std::sync::atomic::Ordering::Acquire) && rounds < 6 {
+                fill(&store, false, 1).await?;
+                rounds += 1;
+            }
+            anyhow::Ok(rounds)
+        })
+    };
     let mut w1 = Worker::start(&bootstrap, &prefix, &shared, "w1")?;
     w1.wait_for("w1's assignment", |l| {
         l.starts_with("ASSIGNED ") && l.len() > 9
@@ -225,6 +239,8 @@ async fn two_instances_split_the_partitions_and_a_kill_mid_batch_leaves_the_view
     w1.child.start_kill()?;
     let status = w1.child.wait().await?;
     assert!(!status.success(), "w1 was killed");
+    feeding.store(false, std::sync::atomic::Ordering::Release);
+    feeder.await??;
 
     // More events while the survivor takes over: it tails them too.
     fill(&store, false, 2).await?;
