@@ -46,10 +46,15 @@ fn bootstrap() -> String {
 }
 
 async fn instance(prefix: &str, name: &str) -> (Service, Routed<Account, KafkaStore>) {
-    let store = KafkaStore::builder(bootstrap())
+    let mut store = KafkaStore::builder(bootstrap())
         .topic_prefix(prefix)
         .group(format!("{prefix}bank"))
         .replication_factor(1);
+    // A child process keeps its local state in the parent's directory: a SIGKILL would
+    // leave a temporary directory of its own behind.
+    if let Ok(dir) = std::env::var(STATE) {
+        store = store.state_dir(std::path::Path::new(&dir).join(name));
+    }
     let service = Service::builder(store)
         .instance(format!("{prefix}{name}"))
         .session_timeout(SESSION)
@@ -197,9 +202,10 @@ struct Child {
 }
 
 impl Child {
-    fn start(prefix: &str, name: &str) -> Self {
+    fn start(prefix: &str, name: &str, state: &std::path::Path) -> Self {
         let mut process = std::process::Command::new(std::env::current_exe().expect("exe"))
             .env(SERVE, format!("{prefix} {name}"))
+            .env(STATE, state)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -284,8 +290,9 @@ fn failover(c: &mut Criterion) {
         .sample_size(10)
         .warm_up_time(Duration::from_millis(1))
         .measurement_time(Duration::from_secs(1));
-    let mut a = Child::start(&prefix, "a0");
-    let mut b = Child::start(&prefix, "b");
+    let state = tempfile::tempdir().expect("a directory for the instances' state");
+    let mut a = Child::start(&prefix, "a0", state.path());
+    let mut b = Child::start(&prefix, "b", state.path());
     let mut generation = 0;
     let mut command = 0;
     group.bench_function("sigkill_to_first_command", |bench| {
@@ -315,7 +322,7 @@ fn failover(c: &mut Criterion) {
                 total += start.elapsed();
                 // A new instance joins for the next round.
                 generation += 1;
-                a = Child::start(&prefix, &format!("a{generation}"));
+                a = Child::start(&prefix, &format!("a{generation}"), state.path());
             }
             total
         });
@@ -328,6 +335,8 @@ fn failover(c: &mut Criterion) {
 /// The child's mode: `<prefix> <name>` serves accounts, reading `open|deposit ACCOUNT ID`
 /// lines, printing `OWNED <partitions>` and `OK <id>` (or `ERR <id> <error>`).
 const SERVE: &str = "KEEL_BENCH_SERVE";
+/// Where the children keep their local state.
+const STATE: &str = "KEEL_BENCH_STATE";
 
 fn serve(spec: &str) {
     let (prefix, name) = spec.split_once(' ').expect("prefix and name");

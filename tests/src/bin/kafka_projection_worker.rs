@@ -112,6 +112,8 @@ async fn main() -> anyhow::Result<()> {
             .group(format!("{prefix}{name}"))
             .replication_factor(1)
             .own_partitions([])
+            // Beside the views, not in a temporary directory a SIGKILL would leave behind.
+            .state_dir(format!("{views_db}.{name}.kafka-state"))
             .open()
             .await?,
     );
