@@ -246,7 +246,14 @@ keel_kafka_main() {
         keel_kafka_node "$root/single" 1 "$port" "$cport" single "" "$(keel_kafka_cluster_id)"
         keel_kafka_wait "$root/single"
         echo "Kafka $KEEL_KAFKA_VERSION is listening on 127.0.0.1:$port (log: $root/single/server.log); Ctrl-C stops it"
-        wait
+        # The node is disowned (no job to `wait` for): watch its pid instead.
+        local pid
+        pid=$(cat "$root/single/pid")
+        while kill -0 "$pid" 2>/dev/null; do
+            sleep 1
+        done
+        echo "scripts/kafka.sh: the Kafka node stopped; its log ends with:" >&2
+        tail -n 20 "$root/single/server.log" >&2
         ;;
     jars)
         keel_kafka_jars

@@ -13,7 +13,8 @@
 //!   consumer can read). Appends are atomic, idempotent per
 //!   `(stream, command id)` and return their [`Position`]s.
 //! - **Command side**: the [`Repository`] loads an aggregate, decides, appends and retries on
-//!   conflict.
+//!   conflict. With the `kafka` feature, `kafka` runs a service as several instances sharing
+//!   the log's partitions (a consumer group), routing each command to its stream's owner.
 //! - **Schemas**: [`schemas`] exports the JSON Schema of every event type and command and
 //!   checks a change against the committed ones (backward, forward, full); [`upcast`] reads
 //!   records of older schema versions through the upcasters an event type declares.
@@ -44,6 +45,8 @@ mod backend_error;
 pub mod envelope;
 pub mod event;
 pub mod ids;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod limits;
 pub mod partitioner;
 pub mod repository;

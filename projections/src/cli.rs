@@ -249,15 +249,23 @@ fn print_status(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
             lease.owner
         )?;
     }
+    // Instances sharing the projection each hold some partitions: say which.
+    let shared = s.partitions.iter().any(|p| p.owner.is_some());
+    let owner_header = if shared { "  OWNER" } else { "" };
     writeln!(
         out,
-        "  {:<20} {:>9} {:>12} {:>12} {:>10}",
+        "  {:<20} {:>9} {:>12} {:>12} {:>10}{owner_header}",
         "TOPIC", "PARTITION", "CHECKPOINT", "HEAD", "LAG"
     )?;
     for p in &s.partitions {
+        let owner = match (&p.owner, shared) {
+            (Some(owner), _) => format!("  {owner}"),
+            (None, true) => "  -".to_owned(),
+            (None, false) => String::new(),
+        };
         writeln!(
             out,
-            "  {:<20} {:>9} {:>12} {:>12} {:>10}",
+            "  {:<20} {:>9} {:>12} {:>12} {:>10}{owner}",
             p.topic, p.partition, p.checkpoint, p.head, p.lag
         )?;
     }

@@ -8,6 +8,9 @@
 //!   ([`store::memory`]) or in SQLite (`store::sqlite`, feature `sqlite`).
 //! - A [`Runner`] feeds a projection: batches committed together with their checkpoint,
 //!   under a lease, then live tailing; side-by-side rebuilds when the version changes.
+//!   Several instances of one projection can split its partitions
+//!   ([`Runner::run_shared`], a lease per partition; on Kafka through a consumer group with
+//!   the `kafka` feature).
 //! - [`Projections`] runs several side by side, and (feature `cli`) `cli` is the command
 //!   line an app embeds: `projections list | status | rebuild | reset | retry | drop`.
 //!
@@ -62,7 +65,10 @@ pub use join::{Join, JoinError, JoinStats, JoinView, Missing, Rows, Tables};
 pub use process::{Process, ProcessManager, Timer};
 pub use projection::{Envelope, Projection};
 pub use registry::{AnyProjection, Projections};
-pub use runner::{LeaseStatus, OnBadEvent, PartitionLag, Progress, Runner, RunnerConfig, Status};
+pub use runner::{
+    AssignmentChange, Assignments, LeaseStatus, OnBadEvent, PartitionLag, Progress, Revoked,
+    Runner, RunnerConfig, Status,
+};
 pub use table::{Table, TableView};
 pub use window::{LateEvent, Window, WindowStats, WindowView, Windowed, Windows};
 

@@ -21,6 +21,9 @@ pub mod book {
     #[cfg(feature = "kafka")]
     #[doc = include_str!("../../book/src/kafka.md")]
     pub mod kafka {}
+    #[cfg(feature = "kafka")]
+    #[doc = include_str!("../../book/src/kafka-scale.md")]
+    pub mod kafka_scale {}
     #[doc = include_str!("../../book/src/commands.md")]
     pub mod commands {}
     #[doc = include_str!("../../book/src/speed.md")]

@@ -1,7 +1,8 @@
 //! Conformance case 23 on the real broker: two writers claim one partition. Once the second
 //! has initialised its transactional producer, the first's appends fail with a fenced error,
-//! and the partition holds no duplicate or conflicting stream version — even with the first
-//! writer appending flat out while it is fenced.
+//! the first then lets the partition go (later appends: `NotOwner`), and the partition holds
+//! no duplicate or conflicting stream version — even with the first writer appending flat out
+//! while it is fenced.
 
 mod kafka;
 
@@ -109,7 +110,8 @@ async fn a_fenced_writer_writes_nothing_and_versions_stay_dense() -> anyhow::Res
         acks.extend(task_acks);
     }
 
-    // The fenced writer stays fenced.
+    // The fenced writer let the partition go: it appends nothing more, and says the
+    // partition is not its own (send commands to the owner).
     let err = first
         .append(request(
             &streams[0],
@@ -118,8 +120,28 @@ async fn a_fenced_writer_writes_nothing_and_versions_stay_dense() -> anyhow::Res
         )?)
         .await
         .expect_err("a fenced writer cannot append");
-    assert!(matches!(err, Error::Fenced { .. }), "{err}");
-    assert!(err.to_string().contains("fenced"), "a clear message: {err}");
+    assert!(
+        matches!(err, Error::NotOwner { .. } | Error::Fenced { .. }),
+        "{err}"
+    );
+    assert!(
+        !first.owns(&topic, Partition(0)),
+        "a fenced writer does not own its partition any more"
+    );
+    assert!(first.owned_partitions().is_empty());
+    let err = first
+        .append(request(
+            &streams[0],
+            ExpectedVersion::Any,
+            "after-the-fence",
+        )?)
+        .await
+        .expect_err("a fenced writer cannot append");
+    assert!(matches!(err, Error::NotOwner { .. }), "{err}");
+    assert!(
+        err.to_string().contains("does not own topic"),
+        "a clear message: {err}"
+    );
 
     // The second writer serves the versions of everything the first committed, and
     // continues right after them.

@@ -1,6 +1,7 @@
 //! Conformance case 24 on the real broker: a writer that takes a partition over from a killed
 //! one (SIGKILL, mid-run) serves the right versions and remembers the command ids committed
-//! before the kill; and the command-id window, on both sides, through a takeover.
+//! before the kill; the command-id window, on both sides, through a takeover; and aggregate
+//! snapshots, which name the offset they cover and which a takeover loads.
 
 mod kafka;
 
@@ -246,5 +247,109 @@ async fn a_kept_local_state_directory_resumes_from_its_checkpoint() -> anyhow::R
         (1..=6).collect::<Vec<_>>()
     );
     store.close().await;
+    Ok(())
+}
+
+/// Aggregate snapshots on Kafka: in the compacted snapshots topic, keyed by stream id, with
+/// the offset of the event they cover; a takeover on a fresh machine loads from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_snapshot_names_the_offset_it_covers_and_a_takeover_loads_it()
+-> anyhow::Result<()> {
+    use bank::{Account, AccountCommand};
+    use keel::Repository;
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    use rdkafka::message::Headers as _;
+
+    let bootstrap = kafka_bootstrap();
+    let prefix = unique_prefix("snapshots");
+    let open = || builder(&bootstrap, &prefix).default_partitions(1).open();
+    let first = Arc::new(open().await?);
+    let accounts = Repository::<Account, _>::new(Arc::clone(&first)).snapshot_every(5);
+    accounts
+        .execute(
+            "snap",
+            AccountCommand::Open {
+                owner: "Sam".into(),
+                overdraft_limit: 0,
+            },
+        )
+        .await?;
+    for amount in 1..=6 {
+        accounts
+            .execute("snap", AccountCommand::Deposit { amount })
+            .await?;
+    }
+    let stream = StreamId::new("account", "snap")?;
+    let saved = first
+        .load_snapshot(&stream)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("a snapshot was saved"))?;
+    assert!(saved.version >= StreamVersion(5), "{:?}", saved.version);
+    let events = first.read_stream(&stream, StreamVersion(1)).await?;
+    let covered = events
+        .iter()
+        .find(|r| r.version == saved.version)
+        .map(|r| r.offset())
+        .ok_or_else(|| anyhow::anyhow!("the covered event"))?;
+    // Abandoned, as if its process died.
+    std::mem::forget(accounts);
+    std::mem::forget(first);
+
+    // A takeover on a fresh machine (empty local state) loads it from the compacted topic.
+    let second = Arc::new(open().await?);
+    let loaded = second
+        .load_snapshot(&stream)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the takeover loads the snapshot"))?;
+    assert_eq!(loaded.version, saved.version);
+    assert_eq!(loaded.payload, saved.payload);
+    let state = Repository::<Account, _>::new(Arc::clone(&second))
+        .load("snap")
+        .await?;
+    assert_eq!(state.state.balance(), 21);
+    assert_eq!(state.version, StreamVersion(7));
+
+    // The record says which offset it covers.
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", format!("{prefix}raw"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(
+        &format!("{prefix}account.keel-snapshots"),
+        0,
+        rdkafka::Offset::Beginning,
+    )?;
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let header = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot record read"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message?;
+        let version = message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "keel.version"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+        if version.as_deref() != Some(saved.version.to_string().as_str()) {
+            continue;
+        }
+        assert_eq!(message.key(), Some("snap".as_bytes()), "keyed by stream id");
+        break message
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "keel.offset"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned());
+    };
+    assert_eq!(header, Some(covered.to_string()));
+    second.close().await;
     Ok(())
 }

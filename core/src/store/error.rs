@@ -191,6 +191,26 @@ pub enum Error {
         /// What the store needs instead.
         required: String,
     },
+    /// A command was sent to the owner of its stream's partition (on Kafka, through the
+    /// commands topic) and no answer came within the caller's timeout. It may have been
+    /// applied or not: send it again with the same command id to learn its outcome — it is
+    /// never applied twice.
+    #[error(
+        "no answer within {waited:?} for command {command_id} on stream {stream}, sent to the owner of topic {topic} partition {partition}; \
+         it may have been applied: send it again with the same command id to learn its outcome"
+    )]
+    Timeout {
+        /// The topic.
+        topic: Topic,
+        /// The stream's partition.
+        partition: Partition,
+        /// The stream.
+        stream: StreamId,
+        /// The command's id (the caller's, or the one made for the trip).
+        command_id: CommandId,
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
     /// The store's writer has stopped (the store was closed or its task failed).
     #[error("the event store is closed")]
     Closed,

@@ -41,7 +41,10 @@ pub enum AccountEvent {
 }
 
 /// Why an account refused a command. Nothing is written when a command is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// It serialises with serde, so a command run by another instance of the bank (on Kafka,
+/// see `keel::kafka`) comes back with this very error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum AccountError {
     /// The account has never been opened.
     #[error("the account is not open; open it first")]

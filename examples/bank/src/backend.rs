@@ -28,6 +28,16 @@ pub(crate) enum Place<'a> {
     Kafka(&'a str),
 }
 
+/// Where the bank's log lives on Kafka, besides the bootstrap servers.
+pub(crate) struct KafkaOptions<'a> {
+    /// The group naming the transactional ids (and the consumer group of `bank serve`).
+    pub(crate) group: &'a str,
+    /// A prefix for the Kafka topic names.
+    pub(crate) prefix: &'a str,
+    /// The replication factor of the topics the bank creates.
+    pub(crate) replication: u16,
+}
+
 /// The store behind the bank, kept to close it at the end.
 pub(crate) enum Log {
     Sqlite(Arc<SqliteStore>),
@@ -41,7 +51,7 @@ impl Log {
     pub(crate) async fn open(
         db: &Path,
         place: Place<'_>,
-        replication: u16,
+        options: &KafkaOptions<'_>,
     ) -> anyhow::Result<(AnyBank, Self)> {
         match place {
             Place::Sqlite => {
@@ -70,8 +80,9 @@ impl Log {
                 state.push(".kafka-state");
                 let store = Arc::new(
                     keel::store::kafka::KafkaStore::builder(bootstrap)
-                        .group("bank")
-                        .replication_factor(replication)
+                        .group(options.group)
+                        .topic_prefix(options.prefix)
+                        .replication_factor(options.replication)
                         .state_dir(state)
                         .open()
                         .await
@@ -82,7 +93,7 @@ impl Log {
             }
             #[cfg(not(feature = "kafka"))]
             Place::Kafka(_) => {
-                let _ = replication;
+                let _ = (options.group, options.prefix, options.replication);
                 anyhow::bail!(
                     "this bank was built without Kafka; run it with \
                      `cargo run -p bank --features kafka -- --kafka HOST:PORT ...`"

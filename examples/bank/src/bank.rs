@@ -27,6 +27,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Without one, a fresh id is used and a retry runs the command again.
 pub struct Bank<S: EventStore + ?Sized = SqliteStore> {
     accounts: Repository<Account, S>,
+    /// Set when the bank runs as one instance of several on Kafka: commands run on the
+    /// instance that owns their account's partition.
+    #[cfg(feature = "kafka")]
+    routed: Option<keel::kafka::Routed<Account, S>>,
 }
 
 impl Bank<SqliteStore> {
@@ -55,6 +59,21 @@ impl<S: EventStore + ?Sized> Bank<S> {
     pub fn new(store: Arc<S>) -> Self {
         Self {
             accounts: Repository::new(store),
+            #[cfg(feature = "kafka")]
+            routed: None,
+        }
+    }
+
+    /// A bank that is one instance of several sharing a Kafka log (feature `kafka`): each
+    /// account command runs on the instance that owns the account's partition, in process
+    /// or routed there (`routed` comes from [`keel::kafka::Service::serve`]). Reads
+    /// ([`Self::account`], [`Self::show`]) and transfers work for the accounts this instance
+    /// owns.
+    #[cfg(feature = "kafka")]
+    pub fn routed(routed: keel::kafka::Routed<Account, S>) -> Self {
+        Self {
+            accounts: routed.repository().clone(),
+            routed: Some(routed),
         }
     }
 
@@ -76,6 +95,10 @@ impl<S: EventStore + ?Sized> Bank<S> {
         command_id: Option<CommandId>,
     ) -> Result<Committed<AccountEvent>> {
         let options = command_id.map(CommandOptions::from).unwrap_or_default();
+        #[cfg(feature = "kafka")]
+        if let Some(routed) = &self.routed {
+            return routed.execute_with(account, command, options).await;
+        }
         self.accounts.execute_with(account, command, options).await
     }
 
@@ -195,6 +218,8 @@ impl<S: EventStore + ?Sized> Clone for Bank<S> {
     fn clone(&self) -> Self {
         Self {
             accounts: self.accounts.clone(),
+            #[cfg(feature = "kafka")]
+            routed: self.routed.clone(),
         }
     }
 }

@@ -27,6 +27,10 @@
 //! cargo run -p bank --features kafka -- --kafka 127.0.0.1:9092
 //! ```
 //!
+//! `bank serve` runs the bank as one instance of several sharing the log on Kafka: start it
+//! in two terminals (each with its own `--db`), send account commands as JSON lines to
+//! either, and each runs on the instance that owns the account (see `serve.rs`).
+//!
 //! Exit codes: 0 on success, 1 when the bank refuses a command (or the file fails), 2 for a
 //! usage error such as an amount that is not a positive whole number.
 
@@ -43,6 +47,8 @@ use clap::{Parser, Subcommand};
 use keel::{Aggregate as _, CommandId, Committed, EventStore as _, Partition, Topic};
 
 mod backend;
+#[cfg(feature = "kafka")]
+mod serve;
 
 /// The bank, on the log the command line chose.
 type Bank = backend::AnyBank;
@@ -81,6 +87,19 @@ struct Cli {
     )]
     kafka_replication: u16,
 
+    /// The consumer group and transactional-id prefix the bank's instances share on Kafka.
+    #[arg(long, env = "BANK_KAFKA_GROUP", default_value = "bank", global = true)]
+    kafka_group: String,
+
+    /// A prefix for the bank's Kafka topic names (to keep several banks on one cluster apart).
+    #[arg(
+        long,
+        env = "BANK_KAFKA_TOPIC_PREFIX",
+        default_value = "",
+        global = true
+    )]
+    kafka_topic_prefix: String,
+
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -103,6 +122,28 @@ enum Cmd {
     /// The JSON Schemas of the bank's events and commands: export them to a folder, or check
     /// the code against the committed ones (no log is opened).
     Schemas(keel::schemas::cli::SchemasArgs),
+    /// Serves account commands as one instance of several sharing the log on Kafka (needs
+    /// `--kafka`): commands come as JSON lines on standard input, answers go to standard
+    /// output, and each command runs on the instance that owns its account's partition.
+    Serve {
+        /// The partition count of the account topic, when this instance creates it.
+        #[arg(long, default_value_t = 6)]
+        partitions: u32,
+        /// This instance's id (default: the group, host and process id).
+        #[arg(long)]
+        instance: Option<String>,
+        /// How long a command sent to another instance waits for its answer, in ms.
+        #[arg(long, default_value_t = 30_000)]
+        timeout_ms: u64,
+        /// How long the group waits for a silent instance before moving its partitions to
+        /// the others, in ms (the broker accepts 6000 and up by default).
+        #[arg(long, default_value_t = 10_000)]
+        session_timeout_ms: u64,
+    },
+    /// Shows, for the bank on Kafka (needs `--kafka`), each partition of the account topic:
+    /// the `bank serve` instance that owns it, its writer's end offset and the commands
+    /// waiting for it.
+    Health,
     /// Opens an account.
     Open {
         /// The account id.
@@ -195,12 +236,85 @@ async fn main() -> ExitCode {
 }
 
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    if let Some(Cmd::Serve {
+        partitions,
+        instance,
+        timeout_ms,
+        session_timeout_ms,
+    }) = cli.command
+    {
+        let Some(bootstrap) = cli.kafka.as_deref() else {
+            anyhow::bail!(
+                "`bank serve` shares the log with other instances on Kafka: give --kafka HOST:PORT"
+            );
+        };
+        #[cfg(feature = "kafka")]
+        return serve::serve(serve::ServeOptions {
+            bootstrap,
+            group: &cli.kafka_group,
+            prefix: &cli.kafka_topic_prefix,
+            replication: cli.kafka_replication,
+            db: &cli.db,
+            partitions,
+            instance,
+            timeout: std::time::Duration::from_millis(timeout_ms),
+            session_timeout: std::time::Duration::from_millis(session_timeout_ms),
+        })
+        .await;
+        #[cfg(not(feature = "kafka"))]
+        {
+            let _ = (
+                bootstrap,
+                partitions,
+                instance,
+                timeout_ms,
+                session_timeout_ms,
+            );
+            anyhow::bail!(
+                "this bank was built without Kafka; run it with \
+                 `cargo run -p bank --features kafka -- --kafka HOST:PORT serve`"
+            )
+        }
+    }
+    if let Some(Cmd::Health) = cli.command {
+        let Some(bootstrap) = cli.kafka.as_deref() else {
+            anyhow::bail!(
+                "`bank health` shows the bank's partitions on Kafka: give --kafka HOST:PORT"
+            );
+        };
+        #[cfg(feature = "kafka")]
+        return serve::health(serve::ServeOptions {
+            bootstrap,
+            group: &cli.kafka_group,
+            prefix: &cli.kafka_topic_prefix,
+            replication: cli.kafka_replication,
+            db: &cli.db,
+            partitions: 0,
+            instance: None,
+            timeout: std::time::Duration::ZERO,
+            session_timeout: std::time::Duration::ZERO,
+        })
+        .await;
+        #[cfg(not(feature = "kafka"))]
+        {
+            let _ = bootstrap;
+            anyhow::bail!(
+                "this bank was built without Kafka; run it with \
+                 `cargo run -p bank --features kafka -- --kafka HOST:PORT health`"
+            )
+        }
+    }
+    let kafka = backend::KafkaOptions {
+        group: &cli.kafka_group,
+        prefix: &cli.kafka_topic_prefix,
+        replication: cli.kafka_replication,
+    };
     let command = match cli.command.take() {
         // The schemas are the code's: nothing to open.
         Some(Cmd::Schemas(args)) => return schemas(args),
         other => other,
     };
-    let (bank, log) = backend::Log::open(&cli.db, cli.log(), cli.kafka_replication).await?;
+    let (bank, log) = backend::Log::open(&cli.db, cli.log(), &kafka).await?;
     let result = match command {
         None => scenario(&bank, &cli.db, &log.describe(&cli.db)).await,
         Some(command) => execute(&bank, &cli.db, command).await,
@@ -276,6 +390,8 @@ async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Schemas(args) => schemas(args)?,
         Cmd::Show { account } => show(bank, &account).await?,
+        // Handled in `run`, before the log is opened.
+        Cmd::Serve { .. } | Cmd::Health => {}
         Cmd::Balances { account } => balances(bank, db, account.as_deref()).await?,
         Cmd::Projections(args) => {
             let (projections, views) = projections_of(bank, db).await?;

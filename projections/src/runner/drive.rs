@@ -50,7 +50,7 @@ impl<P: Projection> Runner<P> {
 
     /// Records (or clears) why the runner stopped on `view`; a failure to is only logged:
     /// the error the runner returns says it all the same.
-    async fn record_stop(&self, view: &ViewId, stopped: Option<&Stopped>) {
+    pub(super) async fn record_stop(&self, view: &ViewId, stopped: Option<&Stopped>) {
         if let Err(error) = self.views.set_stopped(view, stopped).await {
             tracing::warn!(projection = P::NAME, %view, %error, "cannot record why the runner stopped");
         }
@@ -171,7 +171,7 @@ impl<P: Projection> Runner<P> {
 
     /// Decodes and applies records read from one partition at `from`, committing the view
     /// changes with the checkpoint moved past the last record.
-    async fn apply(
+    pub(super) async fn apply(
         &self,
         view: &ViewId,
         lease: &Lease,
@@ -339,7 +339,7 @@ impl<P: Projection> Runner<P> {
     }
 }
 
-enum Applied {
+pub(super) enum Applied {
     Committed,
     RolledBack,
 }

@@ -8,6 +8,7 @@
 
 mod claim;
 mod drive;
+mod shared;
 mod status;
 
 use std::collections::HashSet;
@@ -26,6 +27,7 @@ use crate::store::{
 };
 
 use drive::Until;
+pub use shared::{AssignmentChange, Assignments, Revoked};
 pub use status::{LeaseStatus, PartitionLag, Status};
 
 /// What to do with an event that does not decode or that the handler fails on.
@@ -183,6 +185,22 @@ impl<P: Projection> Runner<P> {
         until: Until,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        let Some(target) = self.prepare(lease, cancel).await? else {
+            return Ok(());
+        };
+        self.drive_recorded(&target.id(), lease, until, cancel)
+            .await?;
+        Ok(())
+    }
+
+    /// The generation to feed: the active one when its version is the code's, else a new
+    /// one built beside it up to the log's head and switched in. `None` when cancelled
+    /// before the switch.
+    async fn prepare(
+        &self,
+        lease: &Lease,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Generation>> {
         let generations = self.views.generations(P::NAME).await?;
         let active = generations
             .iter()
@@ -198,38 +216,36 @@ impl<P: Projection> Runner<P> {
             });
         }
         let needs_build = active.as_ref().is_none_or(|a| a.version < P::VERSION);
-        let target = if needs_build {
-            let building = self.building(&generations, lease).await?;
-            tracing::info!(
-                projection = P::NAME,
-                generation = building.generation,
-                "building beside the active view"
-            );
-            // The active generation was built by an older version: the new code may not fit
-            // its tables, so it is not fed while the new one builds (readers see it as of
-            // now until the switch).
-            let live = active
-                .as_ref()
-                .filter(|a| a.version == P::VERSION)
-                .map(Generation::id);
-            if !self
-                .build_beside(live.as_ref(), &building.id(), lease, cancel)
-                .await?
-            {
-                return Ok(());
-            }
-            tracing::info!(
-                projection = P::NAME,
-                generation = building.generation,
-                "switched readers to the new view"
-            );
-            building
-        } else {
-            active.ok_or_else(|| Error::store("run", "no active generation"))?
-        };
-        self.drive_recorded(&target.id(), lease, until, cancel)
-            .await?;
-        Ok(())
+        if !needs_build {
+            return active
+                .ok_or_else(|| Error::store("run", "no active generation"))
+                .map(Some);
+        }
+        let building = self.building(&generations, lease).await?;
+        tracing::info!(
+            projection = P::NAME,
+            generation = building.generation,
+            "building beside the active view"
+        );
+        // The active generation was built by an older version: the new code may not fit
+        // its tables, so it is not fed while the new one builds (readers see it as of now
+        // until the switch).
+        let live = active
+            .as_ref()
+            .filter(|a| a.version == P::VERSION)
+            .map(Generation::id);
+        if !self
+            .build_beside(live.as_ref(), &building.id(), lease, cancel)
+            .await?
+        {
+            return Ok(None);
+        }
+        tracing::info!(
+            projection = P::NAME,
+            generation = building.generation,
+            "switched readers to the new view"
+        );
+        Ok(Some(building))
     }
 
     /// Builds `building` up to the log's head while `live` (the active generation, if any)

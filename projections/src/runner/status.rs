@@ -1,9 +1,10 @@
 //! Where a projection stands: its generations (and why one stopped), its lease, its lag per
-//! partition and its parked events.
+//! partition (counted in records, also where offsets are not dense, as on Kafka) with the
+//! runner holding the partition when instances share the projection, and its parked events.
 
 use std::collections::HashMap;
 
-use keel::{Offset, Partition, Topic};
+use keel::{EventStore, Offset, Partition, RecordedEvent, Topic};
 
 use super::Runner;
 use crate::error::Result;
@@ -20,10 +21,44 @@ pub struct PartitionLag {
     pub partition: u32,
     /// The next offset the projection will read.
     pub checkpoint: u64,
-    /// The next offset the log will write.
+    /// The next offset the log will write (on Kafka, the partition's last stable offset).
     pub head: u64,
-    /// Records still to read (`head - checkpoint` on dense logs).
+    /// Records still to read: `head - checkpoint` on dense logs; counted on logs whose
+    /// offsets skip values (Kafka's transaction markers take offsets).
     pub lag: u64,
+    /// The runner feeding this partition, when instances share the projection (see
+    /// [`Runner::run_shared`]): the holder of the partition's lease.
+    pub owner: Option<String>,
+}
+
+/// The records of a partition with offsets in `[from, head)`: `head - from` where offsets
+/// are dense, else counted by reading, up to `cap` (the second value says the count stopped
+/// there).
+pub(super) async fn records_between(
+    log: &dyn EventStore,
+    topic: &Topic,
+    partition: Partition,
+    from: Offset,
+    head: Offset,
+    cap: u64,
+) -> Result<(u64, bool)> {
+    if log.capabilities().dense_offsets {
+        return Ok((head.0.saturating_sub(from.0), false));
+    }
+    let mut count = 0u64;
+    let mut at = from;
+    while at < head {
+        if count >= cap {
+            return Ok((count, true));
+        }
+        let page = log.read_partition(topic, partition, at, 1000).await?;
+        let Some(last) = page.last().map(RecordedEvent::offset) else {
+            break;
+        };
+        count += page.iter().filter(|r| r.offset() < head).count() as u64;
+        at = last.next();
+    }
+    Ok((count, false))
 }
 
 /// Where a projection stands.
@@ -97,12 +132,28 @@ impl<P: Projection> Runner<P> {
                 .get(&(topic.clone(), partition))
                 .copied()
                 .unwrap_or_default();
+            let (lag, _) = records_between(
+                self.log.as_ref(),
+                &topic,
+                partition,
+                checkpoint,
+                head,
+                u64::MAX,
+            )
+            .await?;
+            let owner = self
+                .views
+                .lease(&super::shared::partition_lease(P::NAME, &topic, partition))
+                .await?
+                .filter(|l| l.expires_at_ms > now_ms())
+                .map(|l| l.owner);
             partitions.push(PartitionLag {
                 topic: topic.to_string(),
                 partition: partition.0,
                 checkpoint: checkpoint.0,
                 head: head.0,
-                lag: head.0.saturating_sub(checkpoint.0),
+                lag,
+                owner,
             });
         }
         let parked: Vec<Parked> = match shown {

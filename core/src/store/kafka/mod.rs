@@ -4,12 +4,13 @@
 //! Kafka has no conditional append, so the store applies the single-writer principle. How it
 //! meets the [event store contract](crate::store):
 //!
-//! - **One writer per partition.** A store *owns* partitions — in this version all
-//!   partitions of the topics it uses, or the set given to
-//!   [`KafkaStoreBuilder::own_partitions`] ([`KafkaStore::take_partition`] and
-//!   [`KafkaStore::release_partition`] move ownership explicitly). Each owned partition has
-//!   a writer task with its own transactional producer,
-//!   `transactional.id = <group>-<events topic>-<partition>`.
+//! - **One writer per partition.** A store *owns* partitions — on its own, all partitions
+//!   of the topics it uses, or the set given to [`KafkaStoreBuilder::own_partitions`]
+//!   ([`KafkaStore::take_partition`] and [`KafkaStore::release_partition`] move ownership
+//!   explicitly); in a [`Service`](crate::kafka::Service), the partitions the consumer group
+//!   assigns it. Each owned partition has a writer task with its own transactional
+//!   producer, `transactional.id = <group>-<events topic>-<partition>`. A writer fenced by
+//!   another lets its partition go (later appends: [`Error::NotOwner`]).
 //! - **Takeover order.** Taking a partition calls `init_transactions` *first* — fencing any
 //!   earlier writer with that id and aborting its open transaction — and *then* reads
 //!   (`read_committed`) the latest writer-state snapshot and the partition from the offset
@@ -106,6 +107,9 @@
 //! # Ok(()) }
 //! ```
 
+mod builder;
+pub(crate) mod commands;
+mod ownership;
 mod reader;
 mod record;
 mod snapshot;
@@ -115,13 +119,10 @@ mod topics;
 mod writer;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use rdkafka::ClientConfig;
 use tokio::sync::{Mutex, oneshot, watch};
 
 use crate::envelope::RecordedEvent;
@@ -132,255 +133,13 @@ use crate::store::{
     TopicInfo, validate,
 };
 
-use self::reader::Reader;
-use self::topics::{Admin, Names, TopicSettings};
-use self::writer::{Ctx, Job, Owned};
+pub(crate) use self::topics::Admin;
+pub(crate) use self::topics::Names;
+pub(crate) use self::writer::Ctx;
+use self::writer::{Job, Owned};
 
-pub use self::topics::{SNAPSHOTS_SUFFIX, WRITER_STATE_SUFFIX};
-
-/// Kafka-specific failures, carried as the source of
-/// [`Error::Backend`].
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KafkaStoreError {
-    /// The cluster refused to start a transactional producer (transactions disabled, not
-    /// authorised, or the transaction state topic cannot be created).
-    #[error(
-        "the Kafka cluster at {bootstrap} refused transactions for transactional.id {transactional_id}: {reason}. \
-         Fix the broker, or open the store with KafkaStoreBuilder::transactional(false) to use the \
-         idempotent producer alone (weaker guarantees: no fencing, multi-event appends not atomic \
-         under failure; see keel::store::kafka)"
-    )]
-    TransactionsRefused {
-        /// The bootstrap servers.
-        bootstrap: String,
-        /// The transactional id that was refused.
-        transactional_id: String,
-        /// What librdkafka reported.
-        reason: String,
-    },
-}
-
-/// Options of a [`KafkaStore`]; start from [`KafkaStore::builder`].
-#[derive(Clone, Debug)]
-#[must_use]
-pub struct KafkaStoreBuilder {
-    bootstrap: String,
-    group: String,
-    prefix: String,
-    default_partitions: u32,
-    replication: i32,
-    min_insync_replicas: Option<u32>,
-    transactional: bool,
-    window: Duration,
-    snapshot_every: u64,
-    max_batch: usize,
-    linger: Duration,
-    timeout: Duration,
-    state_dir: Option<PathBuf>,
-    own: Option<BTreeSet<u32>>,
-    allow_finite_retention: bool,
-    check_topic_configs: bool,
-    config: Vec<(String, String)>,
-}
-
-impl KafkaStoreBuilder {
-    /// The group this store's instances belong to (default `keel`): it names the
-    /// transactional ids (`<group>-<topic>-<partition>`) and the local state files. Two
-    /// stores with the same group fence each other on the partitions they both take.
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = group.into();
-        self
-    }
-
-    /// A prefix for every Kafka topic name (default none): Keel topic `account` is Kafka
-    /// topic `<prefix>account`. Tests use it to keep their topics apart.
-    pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// The partition count of topics created by an append (default 4).
-    pub fn default_partitions(mut self, partitions: u32) -> Self {
-        self.default_partitions = partitions;
-        self
-    }
-
-    /// The replication factor of topics this store creates (default 3; 1 for a single
-    /// broker). With more than 1, `min.insync.replicas` is set to 2 unless
-    /// [`min_insync_replicas`](Self::min_insync_replicas) says otherwise.
-    pub fn replication_factor(mut self, replicas: u16) -> Self {
-        self.replication = i32::from(replicas.max(1));
-        self
-    }
-
-    /// `min.insync.replicas` of the topics this store creates.
-    pub fn min_insync_replicas(mut self, replicas: u32) -> Self {
-        self.min_insync_replicas = Some(replicas.max(1));
-        self
-    }
-
-    /// Whether appends use Kafka transactions (default `true`). `false` uses the idempotent
-    /// producer alone, with the weaker guarantee stated in the [module docs](self).
-    pub fn transactional(mut self, transactional: bool) -> Self {
-        self.transactional = transactional;
-        self
-    }
-
-    /// How long a committed command id is remembered (default 1 hour). Within the window a
-    /// retry is answered with the first result, across restarts and takeovers; after it the
-    /// id is forgotten and the same id is a new command. Every remembered id is in each
-    /// writer-state snapshot, so a longer window costs larger snapshots.
-    pub fn command_window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
-    }
-
-    /// The fewest appends between two writer-state snapshots of a partition (default
-    /// 1,000; a large index waits longer, see the `snapshot` module).
-    pub fn writer_snapshot_every(mut self, appends: u64) -> Self {
-        self.snapshot_every = appends.max(1);
-        self
-    }
-
-    /// Most appends in one transaction (default 512).
-    pub fn max_batch(mut self, max_batch: usize) -> Self {
-        self.max_batch = max_batch.clamp(1, 4096);
-        self
-    }
-
-    /// How long the writer waits for more appends before it starts a transaction (default
-    /// 2 ms). A transaction costs a round trip to the coordinator whatever its size, so under
-    /// load a short wait fills it; `Duration::ZERO` starts at once.
-    pub fn linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
-        self
-    }
-
-    /// How long a broker operation (a commit, a takeover's read, topic creation) may take
-    /// before it fails (default 30 s).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Where the local state files live (default: a fresh temporary directory, so every
-    /// open rebuilds them from Kafka). A directory that survives restarts makes a takeover
-    /// read only what was appended since.
-    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.state_dir = Some(dir.into());
-        self
-    }
-
-    /// Own only these partitions of each topic (default: all of them).
-    pub fn own_partitions(mut self, partitions: impl IntoIterator<Item = u32>) -> Self {
-        self.own = Some(partitions.into_iter().collect());
-        self
-    }
-
-    /// Accept existing events topics with finite retention or compaction (default: refuse
-    /// them, naming the setting).
-    pub fn allow_finite_retention(mut self, allow: bool) -> Self {
-        self.allow_finite_retention = allow;
-        self
-    }
-
-    /// Whether to read existing topics' settings (default `true`; turn off for brokers
-    /// that do not answer `DescribeConfigs`, such as librdkafka's mock cluster).
-    pub fn check_topic_configs(mut self, check: bool) -> Self {
-        self.check_topic_configs = check;
-        self
-    }
-
-    /// Adds a librdkafka setting to every client the store makes (security, timeouts…).
-    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.config.push((key.into(), value.into()));
-        self
-    }
-
-    /// Connects to the cluster and, when transactional, checks that it accepts transactional
-    /// producers. Topics are resolved, and their partitions taken, on first use.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Backend`] when a client cannot be created, the state directory cannot be
-    /// made, or the cluster refuses transactions (its source is
-    /// [`KafkaStoreError::TransactionsRefused`], naming [`transactional`](Self::transactional)).
-    pub async fn open(self) -> Result<KafkaStore> {
-        let mut base = ClientConfig::new();
-        base.set("bootstrap.servers", &self.bootstrap);
-        for (k, v) in &self.config {
-            base.set(k, v);
-        }
-        let mut producer = base.clone();
-        let timeout_ms = self.timeout.as_millis().to_string();
-        producer
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("socket.nagle.disable", "true")
-            .set("transaction.timeout.ms", "60000")
-            .set("message.timeout.ms", &timeout_ms);
-        let (temp, state_dir) = match self.state_dir {
-            Some(dir) => (None, dir),
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("keel-kafka-state-")
-                    .tempdir()
-                    .map_err(|e| Error::backend("create the local state directory", e))?;
-                let path = temp.path().to_path_buf();
-                (Some(temp), path)
-            }
-        };
-        let names = Names {
-            prefix: self.prefix.clone(),
-        };
-        let min_isr = self
-            .min_insync_replicas
-            .or((self.replication > 1).then_some(2));
-        let admin = Admin::new(
-            &base,
-            names.clone(),
-            TopicSettings {
-                replication: self.replication,
-                min_insync_replicas: min_isr,
-                allow_finite_retention: self.allow_finite_retention,
-                check_configs: self.check_topic_configs,
-            },
-            self.timeout,
-        )?;
-        let ctx = Arc::new(Ctx {
-            names,
-            producer,
-            group: self.group.clone(),
-            transactional: self.transactional,
-            window: self.window,
-            snapshot_every: self.snapshot_every,
-            max_batch: self.max_batch,
-            linger: self.linger,
-            timeout: self.timeout,
-            state_dir,
-            reader: Reader::new(&base, &self.group, self.timeout),
-            bootstrap: self.bootstrap.clone(),
-            commits: watch::Sender::new(0),
-            transactions: Default::default(),
-            appends: Default::default(),
-        });
-        if ctx.transactional {
-            takeover::probe_transactions(&ctx).await?;
-        }
-        Ok(KafkaStore {
-            ctx,
-            admin,
-            default_partitions: self.default_partitions,
-            own: self.own,
-            topics: RwLock::new(HashMap::new()),
-            owned: RwLock::new(HashMap::new()),
-            resolving: Mutex::new(()),
-            _temp: temp,
-        })
-    }
-}
+pub use self::builder::{KafkaStoreBuilder, KafkaStoreError};
+pub use self::topics::{COMMANDS_SUFFIX, REPLIES_SUFFIX, SNAPSHOTS_SUFFIX, WRITER_STATE_SUFFIX};
 
 /// An event store on Apache Kafka. See the [module docs](self).
 pub struct KafkaStore {
@@ -391,6 +150,9 @@ pub struct KafkaStore {
     /// Partition counts of the topics resolved so far (they never change).
     topics: RwLock<HashMap<Topic, u32>>,
     owned: RwLock<HashMap<(Topic, Partition), Arc<Owned>>>,
+    /// Producers that fenced a partition's earlier writers (in a consumer group's rebalance
+    /// callback), waiting for the takeover that reads the partition.
+    fenced: std::sync::Mutex<HashMap<(Topic, Partition), rdkafka::producer::FutureProducer>>,
     /// Serialises topic resolution, so a partition is taken once.
     resolving: Mutex<()>,
     _temp: Option<tempfile::TempDir>,
@@ -409,25 +171,7 @@ impl std::fmt::Debug for KafkaStore {
 impl KafkaStore {
     /// Options for a store on the cluster at `bootstrap` (`host:port[,host:port…]`).
     pub fn builder(bootstrap: impl Into<String>) -> KafkaStoreBuilder {
-        KafkaStoreBuilder {
-            bootstrap: bootstrap.into(),
-            group: "keel".into(),
-            prefix: String::new(),
-            default_partitions: 4,
-            replication: 3,
-            min_insync_replicas: None,
-            transactional: true,
-            window: Duration::from_secs(3600),
-            snapshot_every: 1000,
-            max_batch: 512,
-            linger: Duration::from_millis(2),
-            timeout: Duration::from_secs(30),
-            state_dir: None,
-            own: None,
-            allow_finite_retention: false,
-            check_topic_configs: true,
-            config: Vec::new(),
-        }
+        KafkaStoreBuilder::new(bootstrap.into())
     }
 
     /// The bootstrap servers the store connects to.
@@ -438,76 +182,6 @@ impl KafkaStore {
     /// The Kafka topic holding a Keel topic's events.
     pub fn kafka_topic(&self, topic: &Topic) -> String {
         self.ctx.names.events(topic)
-    }
-
-    /// The partitions this store owns (writes and serves from local state), in order.
-    pub fn owned_partitions(&self) -> Vec<(Topic, Partition)> {
-        let mut owned: Vec<_> = self.read_owned().keys().cloned().collect();
-        owned.sort();
-        owned
-    }
-
-    fn read_owned(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<(Topic, Partition), Arc<Owned>>> {
-        self.owned
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn write_owned(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, HashMap<(Topic, Partition), Arc<Owned>>> {
-        self.owned
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Takes a partition: fences any earlier writer, reads the partition to its end and
-    /// starts writing it. Taking a partition this store owns already does nothing.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UnknownTopic`], [`Error::UnknownPartition`], or a broker failure (among
-    /// them [`KafkaStoreError::TransactionsRefused`]).
-    pub async fn take_partition(&self, topic: &Topic, partition: Partition) -> Result<()> {
-        let partitions =
-            self.partitions(topic, false, None)
-                .await?
-                .ok_or_else(|| Error::UnknownTopic {
-                    topic: topic.clone(),
-                })?;
-        validate::check_partition(topic, partition, partitions)?;
-        let _guard = self.resolving.lock().await;
-        self.take(topic, partitions, partition).await
-    }
-
-    async fn take(&self, topic: &Topic, partitions: u32, partition: Partition) -> Result<()> {
-        let key = (topic.clone(), partition);
-        if self.read_owned().contains_key(&key) {
-            return Ok(());
-        }
-        let owned =
-            takeover::take(Arc::clone(&self.ctx), topic.clone(), partitions, partition).await?;
-        self.write_owned().insert(key, Arc::new(owned));
-        Ok(())
-    }
-
-    /// Releases a partition: finishes its queued appends, writes a writer-state snapshot so
-    /// the next owner reads a short tail, and stops writing it. Later appends to its streams
-    /// fail with [`Error::NotOwner`].
-    pub async fn release_partition(&self, topic: &Topic, partition: Partition) {
-        let owned = self.write_owned().remove(&(topic.clone(), partition));
-        if let Some(owned) = owned {
-            release(&owned).await;
-        }
-    }
-
-    /// Releases every partition (see [`release_partition`](Self::release_partition)) and
-    /// waits for the writers to stop. Later calls fail with [`Error::NotOwner`].
-    pub async fn close(&self) {
-        let all: Vec<Arc<Owned>> = self.write_owned().drain().map(|(_, o)| o).collect();
-        futures::future::join_all(all.iter().map(|o| release(o))).await;
     }
 
     /// The partition count of `topic`, resolving it on first use: creating it when `create`
@@ -571,14 +245,7 @@ impl KafkaStore {
             return Ok(None);
         };
         let partition = validate::partition_of(stream, n);
-        self.read_owned()
-            .get(&(topic.clone(), partition))
-            .cloned()
-            .map(Some)
-            .ok_or_else(|| Error::NotOwner {
-                topic: topic.clone(),
-                partition,
-            })
+        self.owned(topic, partition).map(Some)
     }
 
     /// The owner of a stream's partition, once its local store holds every record.
@@ -627,7 +294,21 @@ impl EventStore for KafkaStore {
                 .ok_or_else(|| Error::UnknownTopic {
                     topic: request.stream.topic().clone(),
                 })?;
-        Self::send(&owned, |reply| Job::Append { request, reply }).await
+        // Inside a routed command's run (a service's consumer), an append of that command
+        // carries it: its answer and consumer offset commit with the events.
+        let routed = commands::CONSUMED.try_with(Clone::clone).ok().filter(|c| {
+            c.stream == request.stream
+                && request
+                    .command
+                    .as_ref()
+                    .is_some_and(|m| m.id == c.command_id)
+        });
+        Self::send(&owned, |reply| Job::Append {
+            request,
+            routed,
+            reply,
+        })
+        .await
     }
 
     async fn read_stream(
@@ -741,6 +422,8 @@ impl EventStore for KafkaStore {
                 let keel = name.strip_prefix(prefix.as_str())?;
                 if keel.ends_with(topics::WRITER_STATE_SUFFIX)
                     || keel.ends_with(topics::SNAPSHOTS_SUFFIX)
+                    || keel.ends_with(topics::COMMANDS_SUFFIX)
+                    || keel.ends_with(topics::REPLIES_SUFFIX)
                 {
                     return None;
                 }

@@ -236,19 +236,27 @@ pub(crate) fn decode<M: Message>(topic: &Topic, message: &M) -> Result<Decoded> 
 }
 
 /// An aggregate snapshot record: key = stream id, value = the encoded state, the rest in
-/// headers.
-pub(crate) fn snapshot_headers(snapshot: &Snapshot) -> OwnedHeaders {
+/// headers: the version it covers, its shape, when it was taken and, when the writer knows
+/// it, the offset of the event at that version (`keel.offset`).
+pub(crate) fn snapshot_headers(snapshot: &Snapshot, covers: Option<Offset>) -> OwnedHeaders {
     let push = |h: OwnedHeaders, key: &str, value: String| {
         h.insert(Header {
             key,
             value: Some(value.as_bytes()),
         })
     };
-    let h = OwnedHeaders::new_with_capacity(3);
+    let h = OwnedHeaders::new_with_capacity(4);
     let h = push(h, header::VERSION, snapshot.version.to_string());
     let h = push(h, "keel.shape", snapshot.shape.to_string());
-    push(h, header::TIMESTAMP, snapshot.timestamp.0.to_string())
+    let h = push(h, header::TIMESTAMP, snapshot.timestamp.0.to_string());
+    match covers {
+        Some(offset) => push(h, SNAPSHOT_OFFSET, offset.to_string()),
+        None => h,
+    }
 }
+
+/// The header of an aggregate snapshot naming the offset of the event it covers.
+pub(crate) const SNAPSHOT_OFFSET: &str = "keel.offset";
 
 pub(crate) fn decode_snapshot(topic: &Topic, m: &impl Message) -> Result<Option<Snapshot>> {
     let (Some(key), Some(payload)) = (m.key(), m.payload()) else {

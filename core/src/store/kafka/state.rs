@@ -599,6 +599,24 @@ impl LocalState {
         row.map(|r| self.command_record(stream, &r)).transpose()
     }
 
+    /// The offset of a stream's event at `version`, when the local store holds it (not in a
+    /// gap left by a takeover from a writer-state snapshot).
+    pub(crate) async fn offset_of(
+        &self,
+        stream: &StreamId,
+        version: StreamVersion,
+    ) -> Result<Option<Offset>> {
+        let offset: Option<i64> = sqlx::query_scalar(
+            "SELECT log_offset FROM keel_events WHERE stream_id = ? AND version = ?",
+        )
+        .bind(stream.id())
+        .bind(to_i64(version.0))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(fail("read an event's offset"))?;
+        Ok(offset.map(|o| Offset(to_u64(o))))
+    }
+
     /// The stream's latest aggregate snapshot.
     pub(crate) async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
         let row = sqlx::query(

@@ -12,13 +12,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, Producer};
-use tokio::sync::watch;
 
 use crate::ids::{CommandId, Offset, Partition, StreamId, Topic};
 use crate::store::{Error, Result};
@@ -28,22 +26,57 @@ use super::snapshot::WriterSnapshot;
 use super::state::{Commit, CommittedCommand, LocalState};
 use super::writer::{Ctx, Owned, Shared, Writer};
 
-/// Takes a partition: fence, then read, then start the writer (see the module docs).
-#[tracing::instrument(level = "debug", skip(ctx), fields(topic = %topic, partition = %partition))]
-pub(crate) async fn take(
-    ctx: Arc<Ctx>,
-    topic: Topic,
-    partitions: u32,
+/// Fences every earlier writer of a partition: a producer with the partition's
+/// `transactional.id`, initialised (a non-transactional store just makes the producer).
+pub(crate) async fn fence(
+    ctx: &Ctx,
+    topic: &Topic,
     partition: Partition,
-) -> Result<Owned> {
-    let events = ctx.names.events(&topic);
+) -> Result<FutureProducer> {
+    let events = ctx.names.events(topic);
     let transactional_id = ctx.transactional_id(&events, partition);
     let producer = ctx.create_producer(&transactional_id)?;
     if ctx.transactional {
         init_transactions(&producer, ctx.timeout)
             .await
-            .map_err(|e| init_error(&ctx, &transactional_id, &e))?;
+            .map_err(|e| init_error(ctx, &transactional_id, &e))?;
     }
+    Ok(producer)
+}
+
+/// [`fence`], on a thread that may block (a consumer group's rebalance callback).
+pub(crate) fn fence_blocking(
+    ctx: &Ctx,
+    topic: &Topic,
+    partition: Partition,
+) -> Result<FutureProducer> {
+    let events = ctx.names.events(topic);
+    let transactional_id = ctx.transactional_id(&events, partition);
+    let producer = ctx.create_producer(&transactional_id)?;
+    if ctx.transactional {
+        producer
+            .init_transactions(ctx.timeout)
+            .map_err(|e| init_error(ctx, &transactional_id, &e))?;
+    }
+    Ok(producer)
+}
+
+/// Takes a partition: fence (unless `fenced` is the producer that already did), then read,
+/// then start the writer (see the module docs).
+#[tracing::instrument(level = "debug", skip(ctx, fenced), fields(topic = %topic, partition = %partition))]
+pub(crate) async fn take(
+    ctx: Arc<Ctx>,
+    topic: Topic,
+    partitions: u32,
+    partition: Partition,
+    fenced: Option<FutureProducer>,
+) -> Result<Owned> {
+    let events = ctx.names.events(&topic);
+    let transactional_id = ctx.transactional_id(&events, partition);
+    let producer = match fenced {
+        Some(producer) => producer,
+        None => fence(&ctx, &topic, partition).await?,
+    };
     std::fs::create_dir_all(&ctx.state_dir)
         .map_err(|e| Error::backend("create the local state directory", e))?;
     let path = ctx
@@ -52,11 +85,7 @@ pub(crate) async fn take(
     let state = LocalState::open(&path, &topic, &events, partition).await?;
     let end = catch_up(&ctx, &state, &topic, partition).await?;
     let gap = state.meta().await?.gap;
-    let shared = Arc::new(Shared {
-        committed_end: AtomicU64::new(end.0),
-        complete: watch::Sender::new(gap.is_none()),
-        fenced: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(end, gap.is_none()));
     if let Some((from, to)) = gap {
         tokio::spawn(fill_gap(
             Arc::clone(&ctx),

@@ -9,6 +9,15 @@
 //! | `<prefix><topic>.keel-writer-state` | writer-state snapshots | `cleanup.policy=compact` |
 //! | `<prefix><topic>.keel-snapshots` | aggregate snapshots, keyed by stream id | `cleanup.policy=compact` |
 //!
+//! A [service](crate::kafka::Service) adds a commands topic per Keel topic (same partition
+//! count, so commands for partition `p` reach the owner of events partition `p`) and one
+//! replies topic per group:
+//!
+//! | Kafka topic | holds | settings |
+//! |---|---|---|
+//! | `<prefix><topic>.keel-commands` | routed commands, keyed by stream id | `cleanup.policy=delete`, `retention.ms` 7 days |
+//! | `<prefix><group>.keel-replies` | their answers, keyed by command id | `cleanup.policy=delete`, `retention.ms` 1 hour |
+//!
 //! An existing events topic with finite retention (or compaction) is refused, naming the
 //! setting, unless the store is told to allow it.
 
@@ -27,6 +36,15 @@ use crate::store::{Error, Result, validate};
 pub const WRITER_STATE_SUFFIX: &str = ".keel-writer-state";
 /// Suffix of the Kafka topic holding an events topic's aggregate snapshots.
 pub const SNAPSHOTS_SUFFIX: &str = ".keel-snapshots";
+/// Suffix of the Kafka topic holding the commands routed to an events topic's owners.
+pub const COMMANDS_SUFFIX: &str = ".keel-commands";
+/// Suffix of the Kafka topic holding a group's answers to routed commands.
+pub const REPLIES_SUFFIX: &str = ".keel-replies";
+
+/// How long a routed command stays in its topic.
+const COMMANDS_RETENTION_MS: &str = "604800000";
+/// How long an answer stays in the replies topic.
+const REPLIES_RETENTION_MS: &str = "3600000";
 
 /// How Keel topics map to Kafka topics.
 #[derive(Clone, Debug)]
@@ -43,6 +61,23 @@ impl Names {
     }
     pub(crate) fn snapshots(&self, topic: &Topic) -> String {
         format!("{}{topic}{SNAPSHOTS_SUFFIX}", self.prefix)
+    }
+    pub(crate) fn commands(&self, topic: &Topic) -> String {
+        format!("{}{topic}{COMMANDS_SUFFIX}", self.prefix)
+    }
+    pub(crate) fn replies(&self, group: &str) -> String {
+        format!("{}{group}{REPLIES_SUFFIX}", self.prefix)
+    }
+    /// The Keel topic whose commands a Kafka topic holds.
+    pub(crate) fn of_commands(&self, kafka: &str) -> Option<Topic> {
+        let keel = kafka
+            .strip_prefix(self.prefix.as_str())?
+            .strip_suffix(COMMANDS_SUFFIX)?;
+        Topic::new(keel).ok()
+    }
+    /// The Keel topic a Kafka events topic holds.
+    pub(crate) fn of_events(&self, kafka: &str) -> Option<Topic> {
+        Topic::new(kafka.strip_prefix(self.prefix.as_str())?).ok()
     }
 }
 
@@ -149,7 +184,7 @@ impl Admin {
             (None, r) => {
                 let n = r.unwrap_or(default);
                 validate::check_partitions(topic, n)?;
-                match self.create(&events, n, true).await? {
+                match self.create(&events, n, Kind::Events).await? {
                     Created::Now => {}
                     Created::Already => {
                         // Someone else created it first: check theirs.
@@ -171,7 +206,7 @@ impl Admin {
                     });
                 }
                 None => {
-                    self.create(&companion, count, false).await?;
+                    self.create(&companion, count, Kind::Compacted).await?;
                 }
             }
         }
@@ -184,24 +219,73 @@ impl Admin {
         Ok(Some(count))
     }
 
-    async fn create(&self, name: &str, partitions: u32, events: bool) -> Result<Created> {
+    /// Makes sure the commands topic of `topic` exists with `partitions` partitions (its
+    /// events topic's count).
+    pub(crate) async fn ensure_commands(&self, topic: &Topic, partitions: u32) -> Result<()> {
+        let name = self.names.commands(topic);
+        self.ensure_plain(&name, partitions, Kind::Commands, true)
+            .await
+    }
+
+    /// Makes sure a group's replies topic exists (any partition count is accepted); returns
+    /// its partition count.
+    pub(crate) async fn ensure_replies(&self, group: &str, partitions: u32) -> Result<u32> {
+        let name = self.names.replies(group);
+        self.ensure_plain(&name, partitions, Kind::Replies, false)
+            .await?;
+        Ok(self.partitions(&name).await?.unwrap_or(partitions))
+    }
+
+    async fn ensure_plain(
+        &self,
+        name: &str,
+        partitions: u32,
+        kind: Kind,
+        exact: bool,
+    ) -> Result<()> {
+        match self.partitions(name).await? {
+            Some(n) if n == partitions || !exact => {}
+            Some(n) => {
+                return Err(Error::TopicSetting {
+                    topic: name.to_owned(),
+                    setting: "partitions".into(),
+                    found: n.to_string(),
+                    required: format!("{partitions}, as many as its events topic"),
+                });
+            }
+            None => {
+                if let Created::Already = self.create(name, partitions, kind).await? {
+                    return Box::pin(self.ensure_plain(name, partitions, kind, exact)).await;
+                }
+            }
+        }
+        self.wait_for(&[name]).await
+    }
+
+    async fn create(&self, name: &str, partitions: u32, kind: Kind) -> Result<Created> {
         let min_isr = self.settings.min_insync_replicas.map(|n| n.to_string());
         let mut new = NewTopic::new(
             name,
             i32::try_from(partitions).unwrap_or(i32::MAX),
             TopicReplication::Fixed(self.settings.replication),
         );
-        if events {
-            new = new
+        new = match kind {
+            Kind::Events => new
                 .set("retention.ms", "-1")
                 .set("retention.bytes", "-1")
-                .set("cleanup.policy", "delete");
-        } else {
-            new = new
+                .set("cleanup.policy", "delete"),
+            Kind::Compacted => new
                 .set("cleanup.policy", "compact")
                 .set("segment.ms", "600000")
-                .set("min.cleanable.dirty.ratio", "0.1");
-        }
+                .set("min.cleanable.dirty.ratio", "0.1"),
+            Kind::Commands => new
+                .set("cleanup.policy", "delete")
+                .set("retention.ms", COMMANDS_RETENTION_MS),
+            Kind::Replies => new
+                .set("cleanup.policy", "delete")
+                .set("retention.ms", REPLIES_RETENTION_MS)
+                .set("segment.ms", REPLIES_RETENTION_MS),
+        };
         if let Some(n) = &min_isr {
             new = new.set("min.insync.replicas", n);
         }
@@ -290,4 +374,13 @@ impl Admin {
 enum Created {
     Now,
     Already,
+}
+
+/// What a Kafka topic Keel creates holds.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Events,
+    Compacted,
+    Commands,
+    Replies,
 }
