@@ -31,7 +31,8 @@
 //! ```
 //!
 //! [`services`] says how the services are started (alone or together), [`day`] what the
-//! scripted day does, [`census`] how the final state is read back from the log.
+//! scripted day does, [`census`] how the final state is read back from the log, [`schemas`]
+//! the events and commands the services agree on (committed in `examples/shop/schemas`).
 
 #![expect(
     clippy::inconsistent_digit_grouping,
@@ -49,6 +50,7 @@ pub mod inventory;
 pub mod notifications;
 pub mod orders;
 pub mod payments;
+pub mod schemas;
 pub mod services;
 pub mod status;
 pub mod validation;

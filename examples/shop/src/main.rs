@@ -3,6 +3,7 @@
 //! ```text
 //! shop [--state DIR] [day]
 //! shop [--state DIR] serve [SERVICE...] [--addr 127.0.0.1:8080]
+//! shop schemas export|check DIR     # the events and commands the services agree on
 //! ```
 //!
 //! Services are `orders inventory fraud details validation payments notifications` (all of
@@ -10,6 +11,7 @@
 //! view files beside it, so several processes on one state directory make one shop.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +74,9 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
     },
+    /// The JSON Schemas of the shop's events and commands: export them to a folder, or check
+    /// the code against the committed ones (no log is opened).
+    Schemas(keel::schemas::cli::SchemasArgs),
 }
 
 impl Args {
@@ -112,7 +117,18 @@ async fn interrupted() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain on one line (`{:#}`), without a backtrace: the message says why.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -121,7 +137,17 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    let command = match args.command.take() {
+        // The schemas are the code's: nothing to open.
+        Some(Command::Schemas(schemas)) => {
+            return Ok(keel::schemas::cli::run(
+                &shop::schemas::registry(),
+                schemas,
+            )?);
+        }
+        command => command.unwrap_or(Command::Day),
+    };
     let config = args.config();
     let temp;
     let state = match &args.state {
@@ -138,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
             .context("open the log")?,
     );
     let log: Arc<dyn EventStore> = Arc::clone(&store) as Arc<dyn EventStore>;
-    match args.command.unwrap_or(Command::Day) {
+    match command {
         Command::Day => {
             let running = services::start(Arc::clone(&log), &state, &Service::ALL, &config).await?;
             let api = running
@@ -177,6 +203,8 @@ async fn main() -> anyhow::Result<()> {
             }
             running.stop().await;
         }
+        // Answered above, before the log is opened.
+        Command::Schemas(_) => {}
     }
     drop(log);
     if let Ok(store) = Arc::try_unwrap(store) {
