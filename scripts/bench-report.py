@@ -41,6 +41,12 @@ TARGETS = [
     ("SQLite, 64 tasks on 16 accounts of 4,000 events vs fresh", "sqlite/64_tasks_16_accounts/keel/4000", ">=x", ("sqlite/64_tasks_16_accounts/keel/0", 0.8)),
     ("SQLite, load 10,000 events without a snapshot: events/s", "sqlite/load/no_snapshot/10000", ">=", 1_000_000),
     ("Rebuild, log in SQLite, into SQLite views: events/s", "rebuild_1m/sqlite_log/sqlite_views/balances", ">=", 300_000),
+    # PostgreSQL (the same server, in the same run as postgres-es).
+    ("PostgreSQL, 1 writer: commands/s", "command/keel-postgres/deposit/1_writer", ">=", 1_500),
+    ("PostgreSQL, 64 writers on distinct accounts: commands/s", "command/keel-postgres/deposit/64_writers", ">=", 25_000),
+    ("PostgreSQL, 64 writers: ×postgres-es", "command/keel-postgres/deposit/64_writers", ">=x", ("command/postgres-es/deposit/64_writers", 7)),
+    # Kafka (one broker): Keel's appends within 2× of the raw transactional producer.
+    ("Kafka, appends: share of the raw transactional producer", "kafka_appends/keel/64_writers", ">=x", ("kafka_appends/raw_producer/64_per_transaction", 0.5)),
 ]
 
 
