@@ -45,6 +45,7 @@ TARGETS = [
     ("PostgreSQL, 1 writer: commands/s", "command/keel-postgres/deposit/1_writer", ">=", 1_500),
     ("PostgreSQL, 64 writers on distinct accounts: commands/s", "command/keel-postgres/deposit/64_writers", ">=", 25_000),
     ("PostgreSQL, 64 writers: ×postgres-es", "command/keel-postgres/deposit/64_writers", ">=x", ("command/postgres-es/deposit/64_writers", 7)),
+    ("Rebuild, log in PostgreSQL, into PostgreSQL views: events/s", "rebuild_1m/postgres_log/postgres_views/balances", ">=", 150_000),
     # Kafka (one broker): Keel's appends within 2× of the raw transactional producer.
     ("Kafka, appends: share of the raw transactional producer", "kafka_appends/keel/64_writers", ">=x", ("kafka_appends/raw_producer/64_per_transaction", 0.5)),
 ]

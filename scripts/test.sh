@@ -102,6 +102,7 @@ for features in \
     "-p keel-projections --no-default-features" \
     "-p keel-projections --features sqlite" \
     "-p keel-projections --features cli" \
+    "-p keel-projections --features postgres" \
     "-p keel-macros"; do
     echo "    $features"
     # shellcheck disable=SC2086 # the words are cargo's arguments

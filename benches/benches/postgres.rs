@@ -2,7 +2,10 @@
 //! bank workload through Keel's `Repository` and through `cqrs-es` + `postgres-es` 0.5, with 1
 //! writer and with 64 concurrent writers on distinct accounts; appends per second through the
 //! `EventStore` (group commit); and the raw ceilings: a bare sqlx batcher (`unnest` insert, no
-//! checks) and `unnest` inserts of 1,000 rows.
+//! checks) and `unnest` inserts of 1,000 rows; and a projection rebuild end to end, the log
+//! in PostgreSQL and the views too (`rebuild_1m/postgres_log/postgres_views/balances`: 1
+//! million bank events replayed into the bank's balances view, in events per second; beside
+//! it `…/memory_views/balances`, the same log into memory: what reading the log costs).
 //!
 //! Two command workloads: `deposit`, each writer depositing into its own account again and
 //! again (both frameworks snapshot every 100 events, so a load stays short as the accounts
@@ -22,13 +25,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bank::{Account, AccountCommand};
+use bank::projections::BalancesInMemory;
+use bank::{Account, AccountCommand, AccountEvent};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use futures::StreamExt as _;
 use keel::store::postgres::PostgresStore;
 use keel::testing::postgres::{self, Cluster};
 use keel::{AppendRequest, EventStore, ExpectedVersion, NewEvent, Repository, StreamId};
+use keel_projections::store::memory::MemoryViews;
+use keel_projections::store::postgres::PostgresViews;
+use keel_projections::{Projection, Runner};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 /// The bank's account on `cqrs-es`, as much of it as the bench runs: opening an account.
 mod peer {
@@ -205,6 +214,147 @@ fn raw_batcher(
         }
     });
     tx
+}
+
+/// Whether criterion's command line selects any of the benches `ids` (no filter selects every
+/// bench), so the rebuild's log of a million events is only written when a rebuild runs. The
+/// filter is read as plain text, as a part of an id.
+fn selected(ids: &[&str]) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| ids.iter().any(|id| id.contains(f.as_str())))
+}
+
+/// Events in the rebuild's log, over `REBUILD_ACCOUNTS` accounts, as the SQLite rebuild bench
+/// (`benches/projections.rs`) has them.
+const REBUILD_EVENTS: u64 = 1_000_000;
+const REBUILD_ACCOUNTS: u64 = 1_000;
+/// Events per append while filling the log.
+const PER_APPEND: u64 = 500;
+
+/// Fills `store` with the rebuild's log: an `Opened` then deposits and every fifth a withdrawal,
+/// per account, written by multi-event appends, 16 at a time (group commit).
+async fn fill(store: &PostgresStore) {
+    let per_account = REBUILD_EVENTS / REBUILD_ACCOUNTS;
+    let appends = (0..REBUILD_ACCOUNTS).flat_map(|a| {
+        (0..per_account)
+            .step_by(PER_APPEND as usize)
+            .map(move |first| (a, first))
+    });
+    futures::stream::iter(appends)
+        .map(|(a, first)| async move {
+            let stream = StreamId::new("account", format!("acc-{a}")).expect("stream id");
+            let events = (first..(first + PER_APPEND).min(per_account))
+                .map(|i| {
+                    let event = if i == 0 {
+                        AccountEvent::Opened {
+                            owner: format!("owner {a}"),
+                            overdraft_limit: 0,
+                        }
+                    } else if i % 5 == 0 {
+                        AccountEvent::Withdrawn { amount: 3 }
+                    } else {
+                        AccountEvent::Deposited { amount: 7 }
+                    };
+                    NewEvent::from_event(&event).expect("encode")
+                })
+                .collect::<Vec<_>>();
+            store
+                .append(AppendRequest::new(stream, ExpectedVersion::Any, events))
+                .await
+                .expect("append");
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+}
+
+/// Times `runner`'s side-by-side rebuild of the whole log as `rebuild_1m/<name>`.
+fn bench_rebuild<P: Projection>(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    runner: &Runner<P>,
+) {
+    let mut group = c.benchmark_group("rebuild_1m");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
+    group.throughput(Throughput::Elements(REBUILD_EVENTS));
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                rt.block_on(runner.rebuild(false, CancellationToken::new()))
+                    .expect("rebuild");
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
+/// Rebuilds the bank's balances view from a PostgreSQL log of a million events into
+/// PostgreSQL views (the figure the target names), and into memory (the log's share of it):
+/// throughput in events per second.
+fn rebuild(c: &mut Criterion, rt: &tokio::runtime::Runtime, url: &str) {
+    const POSTGRES_VIEWS: &str = "postgres_log/postgres_views/balances";
+    const MEMORY_VIEWS: &str = "postgres_log/memory_views/balances";
+    if !selected(&[
+        &format!("rebuild_1m/{POSTGRES_VIEWS}"),
+        &format!("rebuild_1m/{MEMORY_VIEWS}"),
+    ]) {
+        return;
+    }
+    let log = rt
+        .block_on(
+            PostgresStore::builder(url)
+                .schema(postgres::unique_name("bench_log"))
+                .open(),
+        )
+        .expect("open the PostgreSQL log");
+    let started = Instant::now();
+    rt.block_on(fill(&log));
+    println!(
+        "filled the PostgreSQL log with {REBUILD_EVENTS} events in {:.1?}",
+        started.elapsed()
+    );
+    let log: Arc<dyn EventStore> = Arc::new(log);
+    let views = Arc::new(
+        rt.block_on(PostgresViews::connect_schema(
+            url,
+            &postgres::unique_name("bench_views"),
+        ))
+        .expect("open the PostgreSQL views"),
+    );
+    bench_rebuild(
+        c,
+        rt,
+        POSTGRES_VIEWS,
+        &Runner::new(
+            bank::projections::postgres::Balances,
+            Arc::clone(&log),
+            Arc::clone(&views),
+        ),
+    );
+    bench_rebuild(
+        c,
+        rt,
+        MEMORY_VIEWS,
+        &Runner::new(
+            BalancesInMemory,
+            Arc::clone(&log),
+            Arc::new(MemoryViews::default()),
+        ),
+    );
+    rt.block_on(views.close());
 }
 
 fn postgres(c: &mut Criterion) {
@@ -438,6 +588,8 @@ fn postgres(c: &mut Criterion) {
         stats.appends as f64 / stats.commits.max(1) as f64
     );
     rt.block_on(store.close());
+
+    rebuild(c, &rt, &url);
     drop(cluster);
 }
 

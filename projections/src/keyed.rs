@@ -13,8 +13,8 @@
 //!   generation, as of its last commit.
 //!
 //! Two stores implement it: [`MemoryViews<Keyed>`] (tests; each batch copies the whole state,
-//! so keep it small) and, with the `sqlite` feature, `SqliteViews` (a table
-//! `<projection>__g<n>__keyed` per generation).
+//! so keep it small) and, with the `sqlite` or `postgres` feature, `SqliteViews` and
+//! `PostgresViews` (a table `<projection>__g<n>__keyed` per generation).
 
 use std::collections::BTreeMap;
 
@@ -29,7 +29,7 @@ use crate::store::memory::{MemoryBatch, MemoryViews};
 /// A view store that keeps keyed state. See the [module docs](self).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot keep keyed state",
-    note = "use `keel_projections::store::memory::MemoryViews<keel_projections::keyed::Keyed>` or `keel_projections::store::sqlite::SqliteViews`"
+    note = "use `keel_projections::store::memory::MemoryViews<keel_projections::keyed::Keyed>`, `keel_projections::store::sqlite::SqliteViews` or `keel_projections::store::postgres::PostgresViews`"
 )]
 #[async_trait]
 pub trait KeyedStore: ViewStore {
@@ -324,6 +324,144 @@ mod sqlite {
             };
             let rows = sqlx::query_as(&format!(
                 "SELECT key, value FROM {table} WHERE space = ? AND key >= ? ORDER BY key LIMIT ?"
+            ))
+            .bind(space)
+            .bind(from)
+            .bind(limit(n))
+            .fetch_all(read.conn())
+            .await
+            .map_err(fail("read keyed state"))?;
+            read.finish().await?;
+            Ok(rows)
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use async_trait::async_trait;
+
+    use super::KeyedStore;
+    use crate::error::{Error, Result};
+    use crate::store::postgres::{PgBatch, PostgresViews};
+
+    fn fail(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+        move |e| Error::store(operation, e)
+    }
+
+    fn limit(n: usize) -> i64 {
+        i64::try_from(n).unwrap_or(i64::MAX)
+    }
+
+    #[async_trait]
+    impl KeyedStore for PostgresViews {
+        async fn setup_keyed(batch: &mut PgBatch) -> Result<()> {
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {} (space TEXT NOT NULL, key TEXT COLLATE \"C\" NOT NULL, \
+                 value BYTEA NOT NULL, PRIMARY KEY (space, key))",
+                batch.table("keyed")
+            );
+            sqlx::query(&sql)
+                .execute(batch.conn())
+                .await
+                .map_err(fail("create the keyed state table"))?;
+            Ok(())
+        }
+
+        async fn get(batch: &mut PgBatch, space: &str, key: &str) -> Result<Option<Vec<u8>>> {
+            let sql = format!(
+                "SELECT value FROM {} WHERE space = $1 AND key = $2",
+                batch.table("keyed")
+            );
+            sqlx::query_scalar(&sql)
+                .bind(space)
+                .bind(key)
+                .fetch_optional(batch.conn())
+                .await
+                .map_err(fail("read keyed state"))
+        }
+
+        async fn put(batch: &mut PgBatch, space: &str, key: &str, value: &[u8]) -> Result<()> {
+            let sql = format!(
+                "INSERT INTO {} (space, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (space, key) DO UPDATE SET value = excluded.value",
+                batch.table("keyed")
+            );
+            sqlx::query(&sql)
+                .bind(space)
+                .bind(key)
+                .bind(value)
+                .execute(batch.conn())
+                .await
+                .map_err(fail("write keyed state"))?;
+            Ok(())
+        }
+
+        async fn delete(batch: &mut PgBatch, space: &str, key: &str) -> Result<()> {
+            let sql = format!(
+                "DELETE FROM {} WHERE space = $1 AND key = $2",
+                batch.table("keyed")
+            );
+            sqlx::query(&sql)
+                .bind(space)
+                .bind(key)
+                .execute(batch.conn())
+                .await
+                .map_err(fail("delete keyed state"))?;
+            Ok(())
+        }
+
+        async fn scan(
+            batch: &mut PgBatch,
+            space: &str,
+            from: &str,
+            n: usize,
+        ) -> Result<Vec<(String, Vec<u8>)>> {
+            let sql = format!(
+                "SELECT key, value FROM {} WHERE space = $1 AND key >= $2 ORDER BY key LIMIT $3",
+                batch.table("keyed")
+            );
+            sqlx::query_as(&sql)
+                .bind(space)
+                .bind(from)
+                .bind(limit(n))
+                .fetch_all(batch.conn())
+                .await
+                .map_err(fail("scan keyed state"))
+        }
+
+        async fn read_key(&self, name: &str, space: &str, key: &str) -> Result<Option<Vec<u8>>> {
+            let mut read = self.begin_read().await?;
+            let Some(table) = read.table(name, "keyed").await? else {
+                read.finish().await?;
+                return Ok(None);
+            };
+            let value = sqlx::query_scalar(&format!(
+                "SELECT value FROM {table} WHERE space = $1 AND key = $2"
+            ))
+            .bind(space)
+            .bind(key)
+            .fetch_optional(read.conn())
+            .await
+            .map_err(fail("read keyed state"))?;
+            read.finish().await?;
+            Ok(value)
+        }
+
+        async fn read_range(
+            &self,
+            name: &str,
+            space: &str,
+            from: &str,
+            n: usize,
+        ) -> Result<Vec<(String, Vec<u8>)>> {
+            let mut read = self.begin_read().await?;
+            let Some(table) = read.table(name, "keyed").await? else {
+                read.finish().await?;
+                return Ok(Vec::new());
+            };
+            let rows = sqlx::query_as(&format!(
+                "SELECT key, value FROM {table} WHERE space = $1 AND key >= $2 ORDER BY key LIMIT $3"
             ))
             .bind(space)
             .bind(from)

@@ -5,7 +5,8 @@
 //!
 //! - A [`Projection`] is a name, a version, the events it reads and how they change its view.
 //! - A [`ViewStore`](store::ViewStore) keeps views with their checkpoints, in memory
-//!   ([`store::memory`]) or in SQLite (`store::sqlite`, feature `sqlite`).
+//!   ([`store::memory`]), in SQLite (`store::sqlite`, feature `sqlite`) or in PostgreSQL
+//!   (`store::postgres`, feature `postgres`).
 //! - A [`Runner`] feeds a projection: batches committed together with their checkpoint,
 //!   under a lease, then live tailing; side-by-side rebuilds when the version changes.
 //!   Several instances of one projection can split its partitions
@@ -74,10 +75,10 @@ pub use window::{LateEvent, Window, WindowStats, WindowView, Windowed, Windows};
 
 /// The `#[async_trait]` attribute [`ViewStore`](store::ViewStore) is written with.
 pub use async_trait::async_trait;
-/// The sqlx [`SqliteViews`](store::sqlite::SqliteViews) is built on: query views with it
-/// (`keel_projections::sqlx::query(...)`). Its macros (`query!`, `FromRow`) name `::sqlx` and
-/// need a direct dependency on this same version (0.8).
-#[cfg(feature = "sqlite")]
+/// The sqlx `SqliteViews` and `PostgresViews` (features `sqlite`, `postgres`) are built on:
+/// query views with it (`keel_projections::sqlx::query(...)`). Its macros (`query!`, `FromRow`)
+/// name `::sqlx` and need a direct dependency on this same version (0.8).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sqlx;
 /// Stops a runner after its current batch ([`Runner::run`], [`Projections::run`]).
 pub use tokio_util::sync::CancellationToken;

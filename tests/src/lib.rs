@@ -1,5 +1,8 @@
-//! Cross-crate integration tests for keel: backend conformance, crash and fault tests, and
-//! the README's and the book's code, compiled and run as doc tests.
+//! Cross-crate integration tests for keel: backend conformance, the view-store suite
+//! ([`views`]), crash and fault tests, and the README's and the book's code, compiled and run
+//! as doc tests.
+
+pub mod views;
 
 #[doc = include_str!("../../README.md")]
 pub mod readme {}

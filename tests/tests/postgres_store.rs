@@ -144,6 +144,90 @@ async fn two_stores_on_one_database_keep_offsets_dense_and_commands_once() -> an
     Ok(())
 }
 
+/// A store decides a batch from what its own commits taught it (no read) when that covers the
+/// batch. Every way that knowledge goes stale must be caught: another store's append to the
+/// stream (an exact expectation it would wrongly refuse, an `Any` append it would place at a
+/// taken version) and command ids committed where it did not see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_store_learnt_from_its_own_commits_never_outlives_another_stores_append()
+-> anyhow::Result<()> {
+    let schema = postgres::unique_name("known");
+    let (a, b) = (
+        open(&schema, Duration::from_secs(1)).await,
+        open(&schema, Duration::from_secs(1)).await,
+    );
+    let stream = StreamId::new("shared", "s")?;
+    let command = |id: &str, body: &str| {
+        CommandMeta::new(
+            CommandId::new(id).expect("command id"),
+            Fingerprint::of_bytes(body.as_bytes()),
+        )
+    };
+    // A learns s at version 2 from its own commits.
+    a.append(request("s", ExpectedVersion::Exact(StreamVersion(0)), 1))
+        .await?;
+    a.append(request("s", ExpectedVersion::Exact(StreamVersion(1)), 2))
+        .await?;
+    // B appends version 3 behind A's back.
+    b.append(request("s", ExpectedVersion::Exact(StreamVersion(2)), 3))
+        .await?;
+    // A, asked for what is true (3), must not refuse from what it knew (2).
+    let fourth = a
+        .append(request("s", ExpectedVersion::Exact(StreamVersion(3)), 4))
+        .await?;
+    assert_eq!(
+        fourth.first_version,
+        StreamVersion(4),
+        "decided from the database, not from A's stale knowledge"
+    );
+    // B again; then A appends with `Any`: it must land at 6, not at a version B took.
+    b.append(request("s", ExpectedVersion::Any, 5)).await?;
+    let sixth = a.append(request("s", ExpectedVersion::Any, 6)).await?;
+    assert_eq!(sixth.first_version, StreamVersion(6));
+    // And a stale refusal: A knows 6; B writes 7; A expecting 6 must be refused with actual 7.
+    b.append(request("s", ExpectedVersion::Any, 7)).await?;
+    match a
+        .append(request("s", ExpectedVersion::Exact(StreamVersion(6)), 8))
+        .await
+    {
+        Err(Error::Conflict { actual, .. }) => assert_eq!(actual, StreamVersion(7)),
+        other => panic!("expected a conflict at version 7, got {other:?}"),
+    }
+    // A command id B committed, sent to A (which knows the stream): replayed, not written.
+    let by_b = b
+        .append(request("s", ExpectedVersion::Any, 9).with_command(command("c-b", "one")))
+        .await?;
+    let again = a
+        .append(request("s", ExpectedVersion::Any, 9).with_command(command("c-b", "one")))
+        .await?;
+    assert!(again.replayed, "B's command id is replayed by A");
+    assert_eq!(again.offsets, by_b.offsets);
+    // A command id A itself committed several batches ago: replayed, or refused when reused.
+    let own = a
+        .append(request("s", ExpectedVersion::Any, 10).with_command(command("c-a", "two")))
+        .await?;
+    a.append(request("s", ExpectedVersion::Any, 11)).await?;
+    let replay = a
+        .append(request("s", ExpectedVersion::Any, 10).with_command(command("c-a", "two")))
+        .await?;
+    assert!(replay.replayed);
+    assert_eq!(replay.offsets, own.offsets);
+    match a
+        .append(request("s", ExpectedVersion::Any, 12).with_command(command("c-a", "other")))
+        .await
+    {
+        Err(Error::CommandIdReused { .. }) => {}
+        other => panic!("a reused command id must be refused, got {other:?}"),
+    }
+    // Versions 1..=10 (A wrote 1, 2, 4, 6, 9, 10; B 3, 5, 7, 8), each once.
+    let records = a.read_stream(&stream, StreamVersion(0)).await?;
+    let versions: Vec<u64> = records.iter().map(|r| r.version.0).collect();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+    a.close().await;
+    b.close().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_is_woken_by_another_stores_commits() -> anyhow::Result<()> {
     let schema = postgres::unique_name("notify");

@@ -1,8 +1,9 @@
-//! Bad events on the query side: an event that does not decode and an event the handler fails
-//! on stop the projection by default with an error naming the event — everything before it
-//! applied, nothing after — or, when configured, are parked and skipped while everything
-//! else is applied exactly once; a parked event is applied by `retry_parked` once fixed.
-//! Handler failures are checked on both view stores (SQLite and memory).
+//! Bad events on the query side, through the bank's projections on SQLite: an event that does
+//! not decode stops the projection by default with an error naming the event — everything
+//! before it applied, nothing after — and a first build stopped so shows readers no half view;
+//! a handler failure right before an undecodable event is the one reported. (Handler failures
+//! stopping or parked, and undecodable events parked, on every view store, are cases of the
+//! view-store suite, `keel_tests::views`.)
 
 mod common;
 
@@ -13,12 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bank::projections::{Balances, StatementView, read_balances};
 use bank::{AccountEvent, Bank};
 use common::{
-    account_stream, account_topic, active_checkpoints, append_raw, before, expected_balances,
-    expected_movements, fill_log, guard, read_log, read_movements,
+    account_stream, account_topic, active_checkpoints, append_raw, before, expected_movements,
+    fill_log, guard, read_log, read_movements,
 };
 use keel::store::sqlite::SqliteStore;
 use keel::{EventStore, NewEvent, RecordedEvent, StreamVersion, Topic};
-use keel_projections::store::memory::{MemoryBatch, MemoryViews};
 use keel_projections::store::sqlite::{SqliteBatch, SqliteViews};
 use keel_projections::{
     BoxError, Envelope, Error, EventRef, OnBadEvent, Projection, Runner, RunnerConfig,
@@ -85,16 +85,6 @@ async fn append_undecodable(log: &Arc<dyn EventStore>) -> anyhow::Result<EventRe
     .await?;
     fill_log(log, 20..40, 30, 2).await?;
     event_ref(&bad, "Deposited")
-}
-
-/// The log without the record at `bad`.
-fn without<'a>(
-    records: &'a [RecordedEvent],
-    bad: &'a EventRef,
-) -> impl Iterator<Item = &'a RecordedEvent> + 'a {
-    records
-        .iter()
-        .filter(|r| !(r.partition() == bad.partition && r.offset() == bad.offset))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,48 +185,6 @@ async fn a_first_build_that_stops_on_a_bad_event_shows_readers_no_half_view() ->
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_park_an_event_that_does_not_decode_is_parked_and_skipped() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (store, log) = prefix_log(&dir).await?;
-    let views = Arc::new(SqliteViews::open(dir.path().join("views.db")).await?);
-    let statement = Runner::new(StatementView, Arc::clone(&log), Arc::clone(&views))
-        .config(config(OnBadEvent::Park));
-    let balances = Runner::new(Balances, Arc::clone(&log), Arc::clone(&views))
-        .config(config(OnBadEvent::Park));
-    guard("the good prefix", statement.catch_up()).await??;
-    let bad = append_undecodable(&log).await?;
-    guard("statement", statement.catch_up()).await??;
-    guard("balances", balances.catch_up()).await??;
-
-    let records = read_log(log.as_ref()).await?;
-    for status in [statement.status().await?, balances.status().await?] {
-        assert_eq!(status.lag, 0, "{status:?}");
-        let parked: Vec<&EventRef> = status.parked.iter().map(|p| &p.event).collect();
-        assert_eq!(parked, [&bad], "{status:?}");
-        let error = &status.parked[0].error;
-        assert!(
-            error.contains("payload does not decode") && error.contains("lots"),
-            "{error}"
-        );
-    }
-    assert_eq!(
-        read_movements(&views).await?,
-        expected_movements(without(&records, &bad))?
-    );
-    assert_eq!(
-        read_balances(&views).await?,
-        expected_balances(without(&records, &bad))?
-    );
-
-    // Retrying cannot help an event that still does not decode: it stays parked.
-    assert_eq!(guard("retry", statement.retry_parked()).await??, 0);
-    assert_eq!(statement.status().await?.parked.len(), 1);
-    views.close().await;
-    store.close().await;
-    Ok(())
-}
-
 /// The amount the fragile projections fail on while broken.
 const POISON: u64 = 777_777;
 
@@ -307,39 +255,6 @@ impl Projection for FragileSql {
     }
 }
 
-/// [`FragileSql`] in memory.
-struct FragileMem {
-    broken: Arc<AtomicBool>,
-}
-
-impl Projection for FragileMem {
-    type Event = AccountEvent;
-    type Store = MemoryViews<Applied>;
-    const NAME: &'static str = "fragile";
-
-    fn topics(&self) -> Vec<Topic> {
-        vec![account_topic()]
-    }
-
-    async fn apply(
-        &self,
-        view: &mut MemoryBatch<Applied>,
-        events: &[Envelope<AccountEvent>],
-    ) -> Result<(), BoxError> {
-        for e in events {
-            check(&self.broken, &e.event)?;
-            view.entry((e.partition().0, e.offset().0))
-                .or_insert_with(|| (e.id().to_owned(), 0, 0));
-            let entry = view
-                .get_mut(&(e.partition().0, e.offset().0))
-                .ok_or("just inserted")?;
-            entry.1 = signed(&e.event)?;
-            entry.2 += 1;
-        }
-        Ok(())
-    }
-}
-
 /// What a fragile view must hold after applying `records` once each.
 fn expected_applied<'a>(
     records: impl IntoIterator<Item = &'a RecordedEvent>,
@@ -385,228 +300,6 @@ async fn read_applied_sql(views: &SqliteViews) -> anyhow::Result<Applied> {
             ))
         })
         .collect()
-}
-
-async fn read_applied_mem(views: &MemoryViews<Applied>) -> anyhow::Result<Applied> {
-    views
-        .read("fragile", Applied::clone)
-        .await
-        .ok_or_else(|| anyhow::anyhow!("no active fragile view"))
-}
-
-/// Appends a good prefix, has `runner` catch up on it, then appends the poison (a deposit of
-/// [`POISON`] to `acc-0005`, through the bank) and more good events after it.
-async fn poisoned_log<P: Projection>(
-    log: &Arc<dyn EventStore>,
-    runner: &Runner<P>,
-) -> anyhow::Result<EventRef> {
-    guard("the good prefix", runner.catch_up()).await??;
-    let bank = Bank::<dyn EventStore>::new(Arc::clone(log));
-    let committed = bank.deposit("acc-0005", POISON, None).await?;
-    let poison = committed
-        .events
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("the deposit wrote nothing"))?;
-    bank.deposit("acc-0005", 3, None).await?;
-    fill_log(log, 20..40, 30, 2).await?;
-    Ok(EventRef {
-        topic: poison.position.topic.clone(),
-        partition: poison.position.partition,
-        offset: poison.position.offset,
-        stream: account_stream("acc-0005"),
-        version: poison.version,
-        event_type: "Deposited".to_owned(),
-    })
-}
-
-/// The stop case, for either store: the error names the poison; the view holds exactly the
-/// events before the checkpoints, each applied once, and its partition's checkpoint is the
-/// poison's offset.
-async fn stops_on_the_poison<P: Projection>(
-    runner: &Runner<P>,
-    log: &dyn EventStore,
-    poison: &EventRef,
-    applied: impl AsyncFn() -> anyhow::Result<Applied>,
-) -> anyhow::Result<()> {
-    let error = guard("catch_up", runner.catch_up())
-        .await?
-        .expect_err("the projection stops on the poison");
-    let text = error.to_string();
-    let Error::Handler {
-        projection,
-        event,
-        source,
-    } = &error
-    else {
-        anyhow::bail!("expected a handler error, got {error:?}");
-    };
-    assert_eq!(projection, "fragile");
-    assert_eq!(event, poison);
-    assert!(
-        text.starts_with(
-            r#"projection fragile failed on event "Deposited" of stream account/acc-0005"#
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!("offset {}", poison.offset)),
-        "{text}"
-    );
-    assert!(source.to_string().contains("777777"), "{source}");
-
-    let records = read_log(log).await?;
-    let checkpoints = active_checkpoints(runner.views().as_ref(), log, "fragile").await?;
-    assert_eq!(checkpoints.get(&poison.partition.0), Some(&poison.offset.0));
-    assert_eq!(
-        applied().await?,
-        expected_applied(before(&records, &checkpoints))?
-    );
-    Ok(())
-}
-
-/// The park case, for either store: parked and skipped, everything else applied exactly
-/// once; fixed and retried, it is applied once and leaves the parked list.
-async fn parks_the_poison<P: Projection>(
-    runner: &Runner<P>,
-    broken: &AtomicBool,
-    log: &dyn EventStore,
-    poison: &EventRef,
-    applied: impl AsyncFn() -> anyhow::Result<Applied>,
-) -> anyhow::Result<()> {
-    guard("catch_up", runner.catch_up()).await??;
-    let records = read_log(log).await?;
-    let status = runner.status().await?;
-    assert_eq!(status.lag, 0, "{status:?}");
-    assert_eq!(status.parked.len(), 1, "{status:?}");
-    assert_eq!(&status.parked[0].event, poison);
-    assert!(status.parked[0].error.contains("777777"), "{status:?}");
-    assert_eq!(
-        applied().await?,
-        expected_applied(without(&records, poison))?,
-        "everything but the poison, each once"
-    );
-
-    // Still broken: a retry fails again and changes nothing.
-    assert_eq!(guard("retry", runner.retry_parked()).await??, 0);
-    assert_eq!(runner.status().await?.parked.len(), 1);
-    assert_eq!(
-        applied().await?,
-        expected_applied(without(&records, poison))?
-    );
-
-    broken.store(false, Ordering::SeqCst);
-    assert_eq!(guard("retry", runner.retry_parked()).await??, 1);
-    let status = runner.status().await?;
-    assert_eq!(status.parked, []);
-    assert_eq!(status.lag, 0);
-    assert_eq!(
-        applied().await?,
-        expected_applied(&records)?,
-        "now the poison too, once"
-    );
-    guard("catch_up again", runner.catch_up()).await??;
-    assert_eq!(
-        applied().await?,
-        expected_applied(&records)?,
-        "nothing applied twice"
-    );
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_failure_stops_the_sqlite_projection_naming_the_event() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (store, log) = prefix_log(&dir).await?;
-    let views = Arc::new(SqliteViews::open(dir.path().join("views.db")).await?);
-    let broken = Arc::new(AtomicBool::new(true));
-    let runner = Runner::new(
-        FragileSql {
-            broken: Arc::clone(&broken),
-        },
-        Arc::clone(&log),
-        Arc::clone(&views),
-    )
-    .config(config(OnBadEvent::Stop));
-    let poison = poisoned_log(&log, &runner).await?;
-    stops_on_the_poison(&runner, log.as_ref(), &poison, async || {
-        read_applied_sql(&views).await
-    })
-    .await?;
-    views.close().await;
-    store.close().await;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_park_a_handler_failure_is_parked_in_sqlite_and_the_rest_applied_once()
--> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (store, log) = prefix_log(&dir).await?;
-    let views = Arc::new(SqliteViews::open(dir.path().join("views.db")).await?);
-    let broken = Arc::new(AtomicBool::new(true));
-    let runner = Runner::new(
-        FragileSql {
-            broken: Arc::clone(&broken),
-        },
-        Arc::clone(&log),
-        Arc::clone(&views),
-    )
-    .config(config(OnBadEvent::Park));
-    let poison = poisoned_log(&log, &runner).await?;
-    parks_the_poison(&runner, &broken, log.as_ref(), &poison, async || {
-        read_applied_sql(&views).await
-    })
-    .await?;
-    views.close().await;
-    store.close().await;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_failure_stops_the_memory_projection_naming_the_event() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (store, log) = prefix_log(&dir).await?;
-    let views = Arc::new(MemoryViews::<Applied>::new());
-    let broken = Arc::new(AtomicBool::new(true));
-    let runner = Runner::new(
-        FragileMem {
-            broken: Arc::clone(&broken),
-        },
-        Arc::clone(&log),
-        Arc::clone(&views),
-    )
-    .config(config(OnBadEvent::Stop));
-    let poison = poisoned_log(&log, &runner).await?;
-    stops_on_the_poison(&runner, log.as_ref(), &poison, async || {
-        read_applied_mem(&views).await
-    })
-    .await?;
-    store.close().await;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_park_a_handler_failure_is_parked_in_memory_and_the_rest_applied_once()
--> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let (store, log) = prefix_log(&dir).await?;
-    let views = Arc::new(MemoryViews::<Applied>::new());
-    let broken = Arc::new(AtomicBool::new(true));
-    let runner = Runner::new(
-        FragileMem {
-            broken: Arc::clone(&broken),
-        },
-        Arc::clone(&log),
-        Arc::clone(&views),
-    )
-    .config(config(OnBadEvent::Park));
-    let poison = poisoned_log(&log, &runner).await?;
-    parks_the_poison(&runner, &broken, log.as_ref(), &poison, async || {
-        read_applied_mem(&views).await
-    })
-    .await?;
-    store.close().await;
-    Ok(())
 }
 
 /// The handler fails on the poison and the very next event in the batch does not decode: the

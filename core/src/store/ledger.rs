@@ -114,9 +114,12 @@ impl Ledger {
     /// Decides appends that commit together or not at all: each in order, as
     /// [`decide`](Self::decide) does; on the first error every effect of the earlier ones is
     /// undone, so the ledger is as before the call, and that error is returned.
-    pub(crate) fn decide_all(&mut self, requests: &[AppendRequest]) -> Result<Vec<Decision>> {
-        let mut undo = Vec::with_capacity(requests.len());
-        let mut decisions = Vec::with_capacity(requests.len());
+    pub(crate) fn decide_all<'r>(
+        &mut self,
+        requests: impl IntoIterator<Item = &'r AppendRequest>,
+    ) -> Result<Vec<Decision>> {
+        let mut undo = Vec::new();
+        let mut decisions = Vec::new();
         for request in requests {
             let saved = self.save(request);
             match self.decide(request) {

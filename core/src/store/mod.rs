@@ -20,8 +20,8 @@
 //! - **Empty appends are rejected** with [`Error::EmptyAppend`]; they never create a stream.
 //! - **Atomic across streams, where the backend can** ([`Capabilities::multi_stream_append`]):
 //!   [`EventStore::append_all`] commits appends to several streams, each with its own
-//!   expected version and command, in one transaction — all of them or none. The memory and
-//!   SQLite stores can; a backend that cannot (Kafka: a record batch spans one partition's
+//!   expected version and command, in one transaction — all of them or none. The memory,
+//!   SQLite and PostgreSQL stores can; a backend that cannot (Kafka: a record batch spans one partition's
 //!   writer) refuses with [`Error::Unsupported`] and writes nothing.
 //! - **Snapshots**: [`EventStore::save_snapshot`] keeps each stream's latest snapshot, never
 //!   one ahead of its stream (see [`snapshot`](crate::snapshot) for the rules).
@@ -185,7 +185,7 @@ pub struct Capabilities {
     /// Concurrent appends share commits ([`StoreStats::commits`] < appends).
     pub group_commit: bool,
     /// [`EventStore::append_all`] commits appends to several streams atomically (memory,
-    /// SQLite). Without it, `append_all` refuses with [`Error::Unsupported`].
+    /// SQLite, PostgreSQL). Without it, `append_all` refuses with [`Error::Unsupported`].
     pub multi_stream_append: bool,
 }
 

@@ -1,18 +1,24 @@
-//! Which event store holds the bank's log: the SQLite file (the default), a PostgreSQL database
-//! (`--database-url postgres://…`, or `BANK_DATABASE_URL`) or Apache Kafka (`--kafka HOST:PORT`,
-//! or `BANK_KAFKA`; needs the `kafka` feature). The read models stay in the SQLite file either
-//! way.
+//! Which event store holds the bank's log, and which view store its read models: the SQLite
+//! file for both (the default); a PostgreSQL database for both (`--database-url postgres://…`,
+//! or `BANK_DATABASE_URL`: the log in its schema `keel`, the views in its schema `bank_views`);
+//! or the log on Apache Kafka (`--kafka HOST:PORT`, or `BANK_KAFKA`; needs the `kafka` feature)
+//! with the views in the SQLite file.
 //!
-//! The bank itself only sees an `Arc<dyn EventStore>`; this module is the one place that names
-//! the backends. Adding one is a variant of [`Place`] and of [`Log`], and its arms below.
+//! The bank itself only sees an `Arc<dyn EventStore>`, and the command line a [`Views`]; this
+//! module is the one place that names the backends. Adding one is a variant of [`Place`] and of
+//! [`Log`] (and of [`Views`] for a new view store), and its arms below.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use bank::projections::{AccountRow, postgres as pg};
 use keel::EventStore;
 use keel::store::postgres::PostgresStore;
 use keel::store::sqlite::SqliteStore;
+use keel_projections::store::postgres::PostgresViews;
+use keel_projections::store::sqlite::SqliteViews;
+use keel_projections::{Projections, RunnerConfig};
 
 /// The bank on whichever store was chosen.
 pub(crate) type AnyBank = bank::Bank<dyn EventStore>;
@@ -41,7 +47,8 @@ pub(crate) struct KafkaOptions<'a> {
 /// The store behind the bank, kept to close it at the end.
 pub(crate) enum Log {
     Sqlite(Arc<SqliteStore>),
-    Postgres(Arc<PostgresStore>),
+    /// The log in PostgreSQL, and the URL of the database that also holds the views.
+    Postgres(Arc<PostgresStore>, String),
     #[cfg(feature = "kafka")]
     Kafka(Arc<keel::store::kafka::KafkaStore>),
 }
@@ -71,7 +78,7 @@ impl Log {
                         .with_context(|| format!("cannot open {}", without_password(url)))?,
                 );
                 let log: Arc<dyn EventStore> = store.clone();
-                Ok((bank::Bank::new(log), Self::Postgres(store)))
+                Ok((bank::Bank::new(log), Self::Postgres(store, url.to_owned())))
             }
             #[cfg(feature = "kafka")]
             Place::Kafka(bootstrap) => {
@@ -106,10 +113,10 @@ impl Log {
     pub(crate) fn describe(&self, db: &Path) -> String {
         match self {
             Self::Sqlite(_) => db.display().to_string(),
-            Self::Postgres(store) => format!(
-                "PostgreSQL schema {} (views in {})",
+            Self::Postgres(store, _) => format!(
+                "PostgreSQL schema {} (views in schema {})",
                 store.schema(),
-                db.display()
+                pg::VIEWS_SCHEMA
             ),
             #[cfg(feature = "kafka")]
             Self::Kafka(store) => {
@@ -122,9 +129,88 @@ impl Log {
     pub(crate) async fn close(self) {
         match self {
             Self::Sqlite(store) => store.close().await,
-            Self::Postgres(store) => store.close().await,
+            Self::Postgres(store, _) => store.close().await,
             #[cfg(feature = "kafka")]
             Self::Kafka(store) => store.close().await,
+        }
+    }
+}
+
+/// The bank's view store: the SQLite file, or the PostgreSQL database beside the log.
+pub(crate) enum Views {
+    Sqlite(SqliteViews),
+    Postgres(PostgresViews),
+}
+
+impl Views {
+    /// The bank's projections over `bank`'s log, with views where `log` says: in PostgreSQL
+    /// when the log is, else in the SQLite file `db`.
+    pub(crate) async fn open(
+        bank: &AnyBank,
+        log: &Log,
+        db: &Path,
+    ) -> anyhow::Result<(Projections, Self)> {
+        let events: Arc<dyn EventStore> = bank.accounts().store().clone();
+        let config = RunnerConfig::default();
+        match log {
+            Log::Postgres(_, url) => {
+                let (projections, views) = pg::bank_projections(events, url, config)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot open the views in {} (schema {})",
+                            without_password(url),
+                            pg::VIEWS_SCHEMA
+                        )
+                    })?;
+                Ok((projections, Self::Postgres(views)))
+            }
+            _ => {
+                let (projections, views) = bank::projections::bank_projections(events, db, config)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot open the views in {}",
+                            crate::args::cut(&db.display().to_string())
+                        )
+                    })?;
+                Ok((projections, Self::Sqlite(views)))
+            }
+        }
+    }
+
+    /// Where the views are, for messages.
+    pub(crate) fn describe(&self, db: &Path) -> String {
+        match self {
+            Self::Sqlite(_) => db.display().to_string(),
+            Self::Postgres(_) => format!("PostgreSQL schema {}", pg::VIEWS_SCHEMA),
+        }
+    }
+
+    /// Every account of the balances view, by id.
+    pub(crate) async fn read_balances(&self) -> keel_projections::Result<Vec<AccountRow>> {
+        match self {
+            Self::Sqlite(views) => bank::projections::read_balances(views).await,
+            Self::Postgres(views) => pg::read_balances(views).await,
+        }
+    }
+
+    /// One account of the balances view, if there.
+    pub(crate) async fn read_balance(
+        &self,
+        account: &str,
+    ) -> keel_projections::Result<Option<AccountRow>> {
+        match self {
+            Self::Sqlite(views) => bank::projections::read_balance(views, account).await,
+            Self::Postgres(views) => pg::read_balance(views, account).await,
+        }
+    }
+
+    /// Closes the store's connections.
+    pub(crate) async fn close(self) {
+        match self {
+            Self::Sqlite(views) => views.close().await,
+            Self::Postgres(views) => views.close().await,
         }
     }
 }

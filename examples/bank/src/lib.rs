@@ -1,5 +1,5 @@
 //! The bank example: accounts with deposits, withdrawals, an overdraft rule and transfers,
-//! event-sourced with keel on a SQLite file, or with the log in PostgreSQL.
+//! event-sourced with keel on a SQLite file, or with the log and the views in PostgreSQL.
 //!
 //! It shows domain code written only with keel's public macros, and a small service on top of
 //! keel's [`Repository`](keel::Repository):
@@ -9,8 +9,8 @@
 //! - [`bank`]: the [`Bank`] service: idempotent account commands and statements;
 //! - [`transfer`]: [`Bank::transfer`], moving money between two accounts (idempotent, not
 //!   atomic);
-//! - [`projections`]: the read models — balances and statements in SQLite, balances in
-//!   memory — fed from the log by `keel-projections`;
+//! - [`projections`]: the read models — balances and statements in SQLite or in PostgreSQL,
+//!   balances in memory — fed from the log by `keel-projections`;
 //! - [`schemas`]: the JSON Schemas of its events and commands, committed in
 //!   `examples/bank/schemas` and checked for compatibility by its tests.
 //!

@@ -17,10 +17,11 @@
 //! cargo run -p bank -- schemas check examples/bank/schemas    # breaking changes fail
 //! ```
 //!
-//! With `--database-url postgres://…` (or `BANK_DATABASE_URL`) the log lives in that PostgreSQL
-//! database, in its schema `keel`; with `--kafka HOST:PORT` (or `BANK_KAFKA`) on Apache Kafka,
-//! in topic `account` (build with `--features kafka`). The views stay in the SQLite file either
-//! way.
+//! With `--database-url postgres://…` (or `BANK_DATABASE_URL`) the log and the views live in
+//! that PostgreSQL database, the log in its schema `keel`, the views in its schema `bank_views`
+//! (the SQLite file is not used); with `--kafka HOST:PORT` (or `BANK_KAFKA`) the log is on
+//! Apache Kafka, in topic `account` (build with `--features kafka`), and the views stay in the
+//! SQLite file.
 //!
 //! ```text
 //! cargo run -p bank -- --database-url postgres://bank@localhost/bank
@@ -59,12 +60,13 @@ type Bank = backend::AnyBank;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// The SQLite file holding the log (created if missing).
+    /// The SQLite file holding the log and the views (created if missing; not used with
+    /// `--database-url`, which holds both).
     #[arg(long, env = "BANK_DB", default_value = "bank.db", global = true)]
     db: PathBuf,
 
-    /// Keep the log in this PostgreSQL database (`postgres://user:password@host/db`, schema
-    /// `keel`) instead of the SQLite file, which then holds only the views.
+    /// Keep the log and the views in this PostgreSQL database (`postgres://user:password@host/db`;
+    /// the log in schema `keel`, the views in schema `bank_views`) instead of the SQLite file.
     #[arg(
         long,
         env = "BANK_DATABASE_URL",
@@ -191,7 +193,7 @@ enum Cmd {
         #[arg(long, value_parser = Checked(args::command_id))]
         command_id: Option<CommandId>,
     },
-    /// Reads the balances view (a projection of the log, in the same file): every account,
+    /// Reads the balances view (a projection of the log, beside it): every account,
     /// or one. Brings the view up to date with the log first, then reads it in one consistent
     /// read.
     Balances {
@@ -316,15 +318,15 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     };
     let (bank, log) = backend::Log::open(&cli.db, cli.log(), &kafka).await?;
     let result = match command {
-        None => scenario(&bank, &cli.db, &log.describe(&cli.db)).await,
-        Some(command) => execute(&bank, &cli.db, command).await,
+        None => scenario(&bank, &log, &cli.db).await,
+        Some(command) => execute(&bank, &log, &cli.db, command).await,
     };
     drop(bank);
     log.close().await;
     result
 }
 
-async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
+async fn execute(bank: &Bank, log: &backend::Log, db: &Path, command: Cmd) -> anyhow::Result<()> {
     match command {
         Cmd::Open {
             account,
@@ -392,9 +394,9 @@ async fn execute(bank: &Bank, db: &Path, command: Cmd) -> anyhow::Result<()> {
         Cmd::Show { account } => show(bank, &account).await?,
         // Handled in `run`, before the log is opened.
         Cmd::Serve { .. } | Cmd::Health => {}
-        Cmd::Balances { account } => balances(bank, db, account.as_deref()).await?,
+        Cmd::Balances { account } => balances(bank, log, db, account.as_deref()).await?,
         Cmd::Projections(args) => {
-            let (projections, views) = projections_of(bank, db).await?;
+            let (projections, views) = backend::Views::open(bank, log, db).await?;
             let result = keel_projections::cli::run(&projections, args).await;
             views.close().await;
             result?;
@@ -542,8 +544,13 @@ async fn show(bank: &Bank, account: &str) -> anyhow::Result<()> {
 }
 
 /// `bank balances [ACCOUNT]`: catches the balances view up with the log, then reads it.
-async fn balances(bank: &Bank, db: &Path, account: Option<&str>) -> anyhow::Result<()> {
-    let (projections, views) = projections_of(bank, db).await?;
+async fn balances(
+    bank: &Bank,
+    log: &backend::Log,
+    db: &Path,
+    account: Option<&str>,
+) -> anyhow::Result<()> {
+    let (projections, views) = backend::Views::open(bank, log, db).await?;
     let result = async {
         projections
             .get(<bank::projections::Balances as keel_projections::Projection>::NAME)?
@@ -551,14 +558,10 @@ async fn balances(bank: &Bank, db: &Path, account: Option<&str>) -> anyhow::Resu
             .await
             .context("cannot bring the balances view up to date")?;
         let rows = match account {
-            Some(id) => vec![
-                bank::projections::read_balance(&views, id)
-                    .await?
-                    .with_context(|| {
-                        format!("account {id} is not in the balances view: it was never opened")
-                    })?,
-            ],
-            None => bank::projections::read_balances(&views).await?,
+            Some(id) => vec![views.read_balance(id).await?.with_context(|| {
+                format!("account {id} is not in the balances view: it was never opened")
+            })?],
+            None => views.read_balances().await?,
         };
         print_rows(&rows)
     }
@@ -616,7 +619,8 @@ const ALICE_OVERDRAFT: u64 = 100;
 /// which run this is.
 const ALICE_DEPOSIT_ID: &str = "scenario-deposit-alice-";
 
-async fn scenario(bank: &Bank, db: &Path, where_log: &str) -> anyhow::Result<()> {
+async fn scenario(bank: &Bank, log: &backend::Log, db: &Path) -> anyhow::Result<()> {
+    let where_log = log.describe(db);
     let alice = bank.show("alice").await?;
     let run = 1 + alice
         .lines
@@ -727,15 +731,15 @@ async fn scenario(bank: &Bank, db: &Path, where_log: &str) -> anyhow::Result<()>
     print_balances(bank, &["alice", "bob"]).await?;
 
     // The query side: bring the read models up to date and read balances from them.
-    let (projections, views) = projections_of(bank, db).await?;
+    let (projections, views) = backend::Views::open(bank, log, db).await?;
     for p in projections.iter() {
         p.catch_up().await?;
     }
     println!(
         "the balances view (a projection of the log, in {}):",
-        db.display()
+        views.describe(db)
     );
-    for row in bank::projections::read_balances(&views).await? {
+    for row in views.read_balances().await? {
         println!(
             "  {}: balance {}, version {}, {}",
             row.id, row.balance, row.version, row.status
@@ -743,21 +747,6 @@ async fn scenario(bank: &Bank, db: &Path, where_log: &str) -> anyhow::Result<()>
     }
     views.close().await;
     Ok(())
-}
-
-/// The bank's projections, with their views in the same SQLite file as the log.
-async fn projections_of(
-    bank: &Bank,
-    db: &Path,
-) -> anyhow::Result<(
-    keel_projections::Projections,
-    keel_projections::store::sqlite::SqliteViews,
-)> {
-    let log: std::sync::Arc<dyn keel::EventStore> = bank.accounts().store().clone();
-    Ok(
-        bank::projections::bank_projections(log, db, keel_projections::RunnerConfig::default())
-            .await?,
-    )
 }
 
 /// How many events the `account` topic holds: the sum of its partitions' heads where offsets

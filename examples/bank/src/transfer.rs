@@ -2,8 +2,8 @@
 //! with command ids derived from the transfer's id.
 //!
 //! **Atomic where the store can, idempotent everywhere.** On a store that commits appends to
-//! several streams in one transaction ([`Capabilities::multi_stream_append`]: memory, SQLite)
-//! both legs are decided on the accounts' current states and appended together with
+//! several streams in one transaction ([`Capabilities::multi_stream_append`]: memory, SQLite,
+//! PostgreSQL) both legs are decided on the accounts' current states and appended together with
 //! [`EventStore::append_all`], each expecting the version it was decided on: the money moves
 //! completely or not at all, and a concurrent command on either account makes the transfer
 //! decide again on the new state (a bounded number of times). Running a transfer again with

@@ -29,6 +29,8 @@ use keel::{Offset, Partition, Topic};
 use crate::error::{EventRef, Result};
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -207,7 +209,7 @@ pub struct Commit {
 /// A store of projection views. See the [module docs](self) for the guarantees.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a keel view store",
-    note = "use `keel_projections::store::memory::MemoryViews` or `keel_projections::store::sqlite::SqliteViews`"
+    note = "use `keel_projections::store::memory::MemoryViews`, `keel_projections::store::sqlite::SqliteViews` or `keel_projections::store::postgres::PostgresViews`"
 )]
 #[async_trait]
 pub trait ViewStore: Send + Sync + 'static {

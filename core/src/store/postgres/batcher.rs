@@ -28,11 +28,20 @@
 //!   advances its partition's head and heads only grow, so unchanged heads mean nothing the
 //!   decisions rest on has changed. Otherwise it writes nothing, and the batch is read and
 //!   decided again.
+//! - **From what it knows**: a batcher remembers the heads and stream versions its own commits
+//!   left (see [`Known`]). A batch whose partitions and streams it all knows skips `read.sql`
+//!   and goes straight to `write_verified.sql`: one round trip. The head check proves that
+//!   knowledge still true; when another writer moved a head, or the primary key refuses a
+//!   command id committed out of its sight, nothing is written and the batch is read as above.
 //! - **Under contention**: after a few such tries the batch takes the locks first, in one
 //!   transaction: `BEGIN`, `lock_and_read.sql` (the locked heads and the reads, plus the heads
 //!   as the statement's snapshot saw them: when they differ, another writer committed while
 //!   the batch waited, and `read.sql` reads again after the locks), `write_batch.sql`,
 //!   `COMMIT`. After the commit the partitions written go to the notifier (see `notify.rs`).
+//! - **Atomic appends to several streams**: an `append_all` is one unit of the batch, decided
+//!   with [`Ledger::decide_all`] (all or none; a refusal undoes the unit's effects on the
+//!   ledger, so the later appends of the batch do not see them) and written in the batch's one
+//!   transaction, so it commits whole or not at all.
 //! - **Each caller its own answer**: a conflict, a replay or a refused command id answers its
 //!   own caller only. Input a validation missed and the database refuses fails the batch; the
 //!   batcher then commits its appends one by one, so only the bad one fails.
@@ -63,6 +72,11 @@ pub(super) enum Job {
     Append {
         request: AppendRequest,
         reply: oneshot::Sender<Result<Appended>>,
+    },
+    /// Appends to several streams that commit together or not at all (one unit of a batch).
+    AppendAll {
+        requests: Vec<AppendRequest>,
+        reply: oneshot::Sender<Result<Vec<Appended>>>,
     },
     /// Finish what was queued before, close the connection, stop.
     Shutdown,
@@ -104,9 +118,52 @@ pub(super) struct Batcher {
     pub(super) max_batch: usize,
     pub(super) batch_wait: Duration,
     pub(super) notifications: Arc<PendingNotifications>,
+    /// What its own commits taught it (see [`Known`]).
+    pub(super) known: Known,
 }
 
-type Pending = (AppendRequest, oneshot::Sender<Result<Appended>>);
+/// One unit of a batch: a single append, or appends that commit together or not at all.
+enum Pending {
+    One(AppendRequest, oneshot::Sender<Result<Appended>>),
+    All(Vec<AppendRequest>, oneshot::Sender<Result<Vec<Appended>>>),
+}
+
+impl Pending {
+    fn requests(&self) -> &[AppendRequest] {
+        match self {
+            Self::One(request, _) => std::slice::from_ref(request),
+            Self::All(requests, _) => requests,
+        }
+    }
+
+    /// Answers the caller from the decisions of its requests (in order). An atomic unit gets
+    /// the first refusal, which the decider puts first (see [`decide`]).
+    fn answer(self, decisions: impl IntoIterator<Item = Result<Appended>>) {
+        match self {
+            Self::One(_, reply) => {
+                let answer = decisions.into_iter().next().unwrap_or(Err(Error::Closed));
+                let _ = reply.send(answer);
+            }
+            Self::All(_, reply) => {
+                let _ = reply.send(decisions.into_iter().collect());
+            }
+        }
+    }
+
+    fn fail(self, error: impl FnOnce() -> Error) {
+        match self {
+            Self::One(_, reply) => {
+                let _ = reply.send(Err(error()));
+            }
+            Self::All(_, reply) => {
+                let _ = reply.send(Err(error()));
+            }
+        }
+    }
+}
+
+/// The number of requests of each unit of a batch, in order.
+type Spans = [usize];
 
 /// How many times a batch is tried again after a deadlock or a serialization failure.
 const MAX_RETRIES: u32 = 5;
@@ -207,7 +264,10 @@ impl Batcher {
         let jobs = &mut self.jobs;
         let mut batch: Vec<Pending> = Vec::new();
         match jobs.recv().await {
-            Some(Job::Append { request, reply }) => batch.push((request, reply)),
+            Some(Job::Append { request, reply }) => batch.push(Pending::One(request, reply)),
+            Some(Job::AppendAll { requests, reply }) => {
+                batch.push(Pending::All(requests, reply));
+            }
             Some(Job::Shutdown) | None => return (batch, true),
         }
         let deadline = tokio::time::Instant::now() + self.batch_wait;
@@ -224,7 +284,10 @@ impl Batcher {
                 }
             };
             match next {
-                Some(Job::Append { request, reply }) => batch.push((request, reply)),
+                Some(Job::Append { request, reply }) => batch.push(Pending::One(request, reply)),
+                Some(Job::AppendAll { requests, reply }) => {
+                    batch.push(Pending::All(requests, reply));
+                }
                 Some(Job::Shutdown) => return (batch, true),
                 None => break,
             }
@@ -237,24 +300,28 @@ impl Batcher {
         if batch.is_empty() {
             return;
         }
+        let requests: Vec<&AppendRequest> = batch.iter().flat_map(Pending::requests).collect();
+        let spans: Vec<usize> = batch.iter().map(|p| p.requests().len()).collect();
         self.shared
             .appends
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let requests: Vec<&AppendRequest> = batch.iter().map(|(r, _)| r).collect();
-        match self.run_batch(&requests).await {
+            .fetch_add(requests.len() as u64, Ordering::Relaxed);
+        match self.run_batch(&requests, &spans).await {
             Ok(decisions) => {
-                for ((_, reply), decision) in batch.into_iter().zip(decisions) {
-                    let _ = reply.send(decision);
+                let mut decisions = decisions.into_iter();
+                for (unit, n) in batch.into_iter().zip(spans) {
+                    // Taken whole: an atomic unit's answer stops at its first refusal.
+                    let own: Vec<_> = decisions.by_ref().take(n).collect();
+                    unit.answer(own);
                 }
             }
             Err((e, _)) if batch.len() > 1 && is_data_error(&e) => {
                 tracing::warn!(error = %e, "the database refused a batch; committing its appends one by one");
-                for (request, reply) in batch {
-                    let answer = match self.run_batch(&[&request]).await {
-                        Ok(mut decisions) => decisions.pop().unwrap_or(Err(Error::Closed)),
-                        Err((e, stage)) => Err(failed(e, stage)),
-                    };
-                    let _ = reply.send(answer);
+                for unit in batch {
+                    let requests: Vec<&AppendRequest> = unit.requests().iter().collect();
+                    match self.run_batch(&requests, &[requests.len()]).await {
+                        Ok(decisions) => unit.answer(decisions),
+                        Err((e, stage)) => unit.fail(|| failed(e, stage)),
+                    }
                 }
             }
             Err((e, stage)) => {
@@ -263,8 +330,8 @@ impl Batcher {
                     unknown_outcome: stage == Stage::Commit && is_connection_error(&e),
                     error: Arc::new(e),
                 };
-                for (_, reply) in batch {
-                    let _ = reply.send(Err(Error::backend("append", error.clone())));
+                for unit in batch {
+                    unit.fail(|| Error::backend("append", error.clone()));
                 }
             }
         }
@@ -275,6 +342,7 @@ impl Batcher {
     async fn run_batch(
         &mut self,
         batch: &[&AppendRequest],
+        spans: &Spans,
     ) -> Result<Vec<Result<Appended>>, (sqlx::Error, Stage)> {
         let mut retries = 0;
         let mut reconnected = false;
@@ -285,7 +353,19 @@ impl Batcher {
             let Some(conn) = self.conn.as_mut() else {
                 return Err((sqlx::Error::PoolClosed, Stage::Work));
             };
-            match try_batch(conn, batch, self.default_partitions, &self.shared).await {
+            let outcome = try_batch(
+                conn,
+                batch,
+                spans,
+                self.default_partitions,
+                &self.shared,
+                &mut self.known,
+            )
+            .await;
+            if outcome.is_err() {
+                self.known.forget();
+            }
+            match outcome {
                 Ok((decisions, committed)) => {
                     if committed {
                         self.shared.transactions.fetch_add(1, Ordering::Relaxed);
@@ -363,6 +443,31 @@ fn failed(e: sqlx::Error, stage: Stage) -> Error {
 
 type Decisions = Vec<Result<Decision>>;
 
+/// Decides a batch's requests in order, unit by unit: a single append as
+/// [`Ledger::decide`] does, an atomic unit as [`Ledger::decide_all`] does (all or none). A
+/// refused atomic unit gets its refusal as its first request's decision, and
+/// [`Error::Closed`] (never shown: the unit answers with its first refusal) as the others'.
+fn decide(ledger: &mut Ledger, batch: &[&AppendRequest], spans: &Spans) -> Decisions {
+    let mut decisions = Vec::with_capacity(batch.len());
+    let mut start = 0;
+    for &n in spans {
+        let unit = batch.get(start..start + n).unwrap_or_default();
+        start += n;
+        if let [request] = unit {
+            decisions.push(ledger.decide(request));
+            continue;
+        }
+        match ledger.decide_all(unit.iter().copied()) {
+            Ok(all) => decisions.extend(all.into_iter().map(Ok)),
+            Err(error) => {
+                decisions.push(Err(error));
+                decisions.extend((1..n).map(|_| Err(Error::Closed)));
+            }
+        }
+    }
+    decisions
+}
+
 /// How many times a batch is read, decided and written optimistically (two round trips) before
 /// it takes the head locks first (four): only other writers on the database make it try again.
 const OPTIMISTIC_TRIES: u32 = 3;
@@ -401,21 +506,50 @@ struct Heads {
     seen: FastMap<(Topic, Partition), Offset>,
 }
 
-/// One try of a batch: optimistic first (read, decide, then write only if no head moved, in
-/// one statement that is its own transaction), with the head locks taken first when other
-/// writers keep moving the heads. Returns each request's decision and whether anything was
-/// committed. On error the connection is out of any transaction (or is to be dropped).
+/// One try of a batch: from what the batcher already knows when that covers the whole batch
+/// (one round trip, see [`Known`]), else optimistic (read, decide, then write only if no head
+/// moved, in one statement that is its own transaction), with the head locks taken first when
+/// other writers keep moving the heads. Returns each request's decision and whether anything
+/// was committed. On error the connection is out of any transaction (or is to be dropped).
 async fn try_batch(
     conn: &mut PgConnection,
     batch: &[&AppendRequest],
+    spans: &Spans,
     default_partitions: u32,
     shared: &Shared,
+    known: &mut Known,
 ) -> Result<(Decisions, bool), (sqlx::Error, Stage)> {
     let work = |e| (e, Stage::Work);
     let topics = resolve_topics(conn, batch, default_partitions, shared)
         .await
         .map_err(work)?;
     let keys = Keys::of(batch, &topics);
+    if let Some(mut ledger) = known.take_covering(&keys) {
+        ledger
+            .topics
+            .extend(topics.iter().map(|(t, n)| (t.clone(), *n)));
+        let seen = ledger.heads.clone();
+        let decisions = decide(&mut ledger, batch, spans);
+        let writes = writes_of(batch, &decisions);
+        // Refusals alone are answered only from a fresh read: nothing would verify them.
+        if !writes.is_empty() {
+            match write_verified(conn, &writes, &keys, &seen, &ledger.heads).await {
+                Ok(true) => {
+                    known.keep(ledger);
+                    return Ok((decisions, true));
+                }
+                Ok(false) => {
+                    tracing::debug!("another writer moved the batch's heads; reading them again");
+                }
+                Err(e) if is_connection_error(&e.0) => return Err(e),
+                // A command id committed before the batcher knew of it (its primary key
+                // refused it), or bad input: the read below tells which.
+                Err((e, _)) => {
+                    tracing::debug!(error = %e, "the batch from known state failed; reading")
+                }
+            }
+        }
+    }
     for _ in 0..OPTIMISTIC_TRIES {
         let mut ledger = Ledger::new(default_partitions);
         ledger
@@ -428,40 +562,21 @@ async fn try_batch(
         let heads = fill(&mut ledger, &keys, &rows).map_err(work)?;
         ledger.heads.clone_from(&heads.seen);
         check_heads(&keys, &ledger).map_err(work)?;
-        let decisions: Decisions = batch.iter().map(|r| ledger.decide(r)).collect();
+        let decisions = decide(&mut ledger, batch, spans);
         let writes = writes_of(batch, &decisions);
         if writes.is_empty() {
             return Ok((decisions, false));
         }
-        // A connection lost during this statement leaves its commit unknown.
-        let verified = bind_writes(sqlx::query(include_str!("sql/write_verified.sql")), &writes)
-            .bind(
-                keys.parts
-                    .iter()
-                    .map(|(t, _)| t.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                keys.parts
-                    .iter()
-                    .map(|(_, p)| to_i32(p.0))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(head_values(&keys, &heads.seen))
-            .bind(head_values(&keys, &ledger.heads))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| (e, Stage::Commit))?;
-        if verified
-            .try_get::<bool, _>(0)
-            .map_err(|e| (e, Stage::Commit))?
-        {
+        if write_verified(conn, &writes, &keys, &heads.seen, &ledger.heads).await? {
             cache_topics(shared, &topics);
+            known.absorb(&heads.seen, ledger);
             return Ok((decisions, true));
         }
         tracing::debug!("another writer moved the batch's heads since its read; deciding again");
     }
-    match locked_batch(conn, batch, &keys, default_partitions, &topics).await {
+    // Other writers keep moving these heads: what the batcher knows is stale.
+    known.forget();
+    match locked_batch(conn, batch, spans, &keys, default_partitions, &topics).await {
         Ok(outcome) => {
             cache_topics(shared, &topics);
             Ok(outcome)
@@ -478,12 +593,111 @@ async fn try_batch(
     }
 }
 
+/// `write_verified.sql`: writes `writes` and moves the heads of the batch's partitions from
+/// `seen` to `after` if and only if every head is still at `seen`. A connection lost during
+/// this statement leaves its commit unknown.
+async fn write_verified(
+    conn: &mut PgConnection,
+    writes: &[(&AppendRequest, &Appended)],
+    keys: &Keys<'_>,
+    seen: &FastMap<(Topic, Partition), Offset>,
+    after: &FastMap<(Topic, Partition), Offset>,
+) -> Result<bool, (sqlx::Error, Stage)> {
+    let verified = bind_writes(sqlx::query(include_str!("sql/write_verified.sql")), writes)
+        .bind(
+            keys.parts
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            keys.parts
+                .iter()
+                .map(|(_, p)| to_i32(p.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(head_values(keys, seen))
+        .bind(head_values(keys, after))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| (e, Stage::Commit))?;
+    verified
+        .try_get::<bool, _>(0)
+        .map_err(|e| (e, Stage::Commit))
+}
+
+/// Most streams the batcher remembers between batches; past it, it forgets them all.
+const KNOWN_STREAMS: usize = 100_000;
+
+/// What the batcher knows from its own commits: heads of partitions and versions of streams in
+/// them, each pair true as long as the partition's head has not moved (every append moves its
+/// partition's head). A batch whose partitions and streams are all known skips `read.sql`: it
+/// is decided from this and written by `write_verified.sql`, whose check of the heads proves
+/// that knowledge still true, or writes nothing (another writer moved a head; a command id
+/// committed before the batcher knew of it is refused by its primary key) and the batch is
+/// read and decided again. Command ids are not kept: a new one is checked by that key.
+#[derive(Default)]
+pub(super) struct Known {
+    ledger: Option<Ledger>,
+}
+
+impl Known {
+    /// The knowledge, taken out, when it covers every partition and stream of `keys`.
+    fn take_covering(&mut self, keys: &Keys<'_>) -> Option<Ledger> {
+        let ledger = self.ledger.as_ref()?;
+        let covers = keys
+            .parts
+            .iter()
+            .all(|(t, p)| ledger.heads.contains_key(&((*t).clone(), *p)))
+            && keys.streams.iter().all(|s| ledger.streams.contains_key(*s));
+        if covers { self.ledger.take() } else { None }
+    }
+
+    /// Keeps `ledger` after its batch committed from it.
+    fn keep(&mut self, mut ledger: Ledger) {
+        ledger.commands.clear();
+        if ledger.streams.len() <= KNOWN_STREAMS {
+            self.ledger = Some(ledger);
+        }
+    }
+
+    /// Adds what a batch read (`seen`: the heads its reads saw) and committed (`after`). When
+    /// a head it saw is not the one known, another writer moved it: what is known of that
+    /// partition's streams may be stale, so everything known is forgotten first.
+    fn absorb(&mut self, seen: &FastMap<(Topic, Partition), Offset>, after: Ledger) {
+        let current = match self.ledger.take() {
+            Some(known)
+                if seen
+                    .iter()
+                    .all(|(key, head)| known.heads.get(key).is_none_or(|h| h == head)) =>
+            {
+                Some(known)
+            }
+            _ => None,
+        };
+        let Some(mut known) = current else {
+            self.keep(after);
+            return;
+        };
+        known.heads.extend(after.heads);
+        known.streams.extend(after.streams);
+        known.topics.extend(after.topics);
+        self.keep(known);
+    }
+
+    /// Forgets everything (after a failure, or a batch committed under locks).
+    fn forget(&mut self) {
+        self.ledger = None;
+    }
+}
+
 /// A batch under contention, in one transaction that takes the head locks before it reads:
 /// `BEGIN`, `lock_and_read.sql` (and `read.sql` again when another writer committed while the
 /// locks were awaited), `write_batch.sql`, `COMMIT`.
 async fn locked_batch(
     conn: &mut PgConnection,
     batch: &[&AppendRequest],
+    spans: &Spans,
     keys: &Keys<'_>,
     default_partitions: u32,
     topics: &HashMap<Topic, u32>,
@@ -514,7 +728,7 @@ async fn locked_batch(
             .map_err(work)?;
         fill(&mut ledger, keys, &rows).map_err(work)?;
     }
-    let decisions: Decisions = batch.iter().map(|r| ledger.decide(r)).collect();
+    let decisions = decide(&mut ledger, batch, spans);
     let writes = writes_of(batch, &decisions);
     let wrote = !writes.is_empty();
     if wrote {

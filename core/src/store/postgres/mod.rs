@@ -11,7 +11,8 @@
 //!   fingerprint.
 //! - **Group commit**: one batcher task per store gathers concurrent appends, across topics and
 //!   partitions, into shared transactions of a few round trips each (arrays and `unnest`); each
-//!   caller gets its own answer. Several stores (processes) on one database are safe: the head
+//!   caller gets its own answer. An [`append_all`](EventStore::append_all) is one unit of a
+//!   batch: decided all or none, written in the batch's transaction. Several stores (processes) on one database are safe: the head
 //!   row locks order them.
 //! - **Live tails across processes**: a committed batch is followed by a `NOTIFY`; every
 //!   store `LISTEN`s and wakes its tails, which also poll at a bounded interval.
@@ -221,6 +222,7 @@ impl PostgresStoreBuilder {
                 max_batch: self.max_batch,
                 batch_wait: self.batch_wait,
                 notifications,
+                known: batcher::Known::default(),
             }
             .run(),
         );
@@ -382,6 +384,25 @@ impl EventStore for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<Appended> {
         validate::check_append(&request)?;
         self.send(|reply| Job::Append { request, reply }).await
+    }
+
+    /// Commits the appends in one transaction of the batcher, with the batch's other appends:
+    /// each with its own expected version and command id, all or none.
+    #[tracing::instrument(level = "debug", skip_all, fields(streams = requests.len()))]
+    async fn append_all(&self, requests: Vec<AppendRequest>) -> Result<Vec<Appended>> {
+        validate::check_append_all(&requests)?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::AppendAll {
+                requests,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)?
     }
 
     async fn read_stream(
@@ -613,7 +634,7 @@ impl EventStore for PostgresStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            multi_stream_append: false,
+            multi_stream_append: true,
             durable: true,
             dense_offsets: true,
             group_commit: true,
