@@ -22,10 +22,15 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// Now, from the system clock.
     pub fn now() -> Self {
-        let micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-        Self(micros)
+        Self::since_epoch(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        )
+    }
+
+    fn since_epoch(since: Duration) -> Self {
+        Self(i64::try_from(since.as_micros()).unwrap_or(i64::MAX))
     }
 
     /// Microseconds since the Unix epoch.
@@ -133,12 +138,27 @@ impl NewEvent {
 
     /// An event from raw parts, with a fresh id and the current time.
     pub fn raw(event_type: impl Into<String>, schema_version: u32, payload: Vec<u8>) -> Self {
+        // One clock read for the timestamp and the id; ids are ordered by a context per
+        // thread, which spares each event the lock of uuid's shared context.
+        thread_local! {
+            static EVENT_IDS: uuid::ContextV7 = const { uuid::ContextV7::new() };
+        }
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let event_id = EVENT_IDS.with(|context| {
+            Uuid::new_v7(uuid::Timestamp::from_unix(
+                context,
+                since.as_secs(),
+                since.subsec_nanos(),
+            ))
+        });
         Self {
             event_type: event_type.into(),
             schema_version,
             payload,
-            event_id: Uuid::now_v7(),
-            timestamp: Timestamp::now(),
+            event_id,
+            timestamp: Timestamp::since_epoch(since),
             metadata: Metadata::new(),
         }
     }

@@ -316,6 +316,11 @@ impl StreamId {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The instance id, shared rather than copied.
+    pub(crate) fn id_arc(&self) -> Arc<str> {
+        Arc::clone(&self.id)
+    }
 }
 
 #[derive(Deserialize)]

@@ -10,7 +10,9 @@
 //! if another process appended since, the append's expected version fails with a conflict, the
 //! slot catches up by reading only the newer events, and the command is decided again.
 //!
-//! Slots live in a least-recently-used map bounded by a count of aggregates.
+//! Slots live in a least-recently-used map bounded by a count of aggregates, keyed by the
+//! aggregate's id (a repository serves one topic): a command on a cached aggregate finds its
+//! slot, and the validated stream id kept in it, without building or checking a new one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -39,9 +41,12 @@ impl<A: Default> Entry<A> {
     }
 }
 
-/// One aggregate's place in the cache: the lock commands on it queue behind, and its state
-/// when one is cached.
-pub(super) type Slot<A> = tokio::sync::Mutex<Option<Entry<A>>>;
+/// One aggregate's place in the cache: its stream, the lock commands on it queue behind, and
+/// its state when one is cached.
+pub(super) struct Slot<A> {
+    pub(super) stream: StreamId,
+    pub(super) entry: tokio::sync::Mutex<Option<Entry<A>>>,
+}
 
 /// Counters of the aggregate cache, from [`Repository::cache_stats`](super::Repository::cache_stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,7 +78,7 @@ impl CacheStats {
 const REPORT_EVERY: u64 = 16_384;
 
 pub(super) struct Cache<A> {
-    slots: Mutex<LruCache<StreamId, Arc<Slot<A>>, foldhash::fast::RandomState>>,
+    slots: Mutex<LruCache<Arc<str>, Arc<Slot<A>>, foldhash::fast::RandomState>>,
     capacity: usize,
     /// Whether states are kept between commands (slots are kept either way, for queueing).
     keep_states: bool,
@@ -100,17 +105,30 @@ impl<A> Cache<A> {
         self.keep_states
     }
 
-    /// The slot of `stream`, created when missing (evicting the least recently used one when
-    /// full). A slot evicted while a command holds it stays valid for that command; the next
-    /// command on that aggregate starts a new one and reloads.
-    pub(super) fn slot(&self, stream: &StreamId) -> Arc<Slot<A>> {
+    /// The slot of aggregate `id`, created with the stream `stream` builds (and checks) when
+    /// missing, evicting the least recently used one when full. A slot evicted while a command
+    /// holds it stays valid for that command; the next command on that aggregate starts a new
+    /// one and reloads.
+    ///
+    /// # Errors
+    ///
+    /// What `stream` returns for an id that is not cached.
+    pub(super) fn slot<E>(
+        &self,
+        id: &str,
+        stream: impl FnOnce() -> Result<StreamId, E>,
+    ) -> Result<Arc<Slot<A>>, E> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = slots.get(stream) {
-            return Arc::clone(slot);
+        if let Some(slot) = slots.get(id) {
+            return Ok(Arc::clone(slot));
         }
-        let slot = Arc::new(tokio::sync::Mutex::new(None));
-        slots.insert(stream.clone(), Arc::clone(&slot));
-        slot
+        let stream = stream()?;
+        let slot = Arc::new(Slot {
+            entry: tokio::sync::Mutex::new(None),
+            stream: stream.clone(),
+        });
+        slots.insert(stream.id_arc(), Arc::clone(&slot));
+        Ok(slot)
     }
 
     /// Counts a lookup and, every [`REPORT_EVERY`] lookups, reports the hit rate.

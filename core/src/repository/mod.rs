@@ -475,10 +475,11 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         command: A::Command,
         options: CommandOptions,
     ) -> Result<Committed<A::Event>, Error<A::Error>> {
-        let stream = match &self.topic {
-            Some(topic) => StreamId::in_topic(topic, id)?,
-            None => Self::stream(id)?,
-        };
+        let slot = self.cache.slot(id, || match &self.topic {
+            Some(topic) => StreamId::in_topic(topic, id),
+            None => Self::stream(id),
+        })?;
+        let stream = slot.stream.clone();
         let CommandOptions {
             command_id,
             correlation_id,
@@ -513,8 +514,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
             return self.committed(record.appended.into_replayed()).await;
         }
 
-        let slot = self.cache.slot(&stream);
-        let mut guard = slot.lock().await;
+        let mut guard = slot.entry.lock().await;
         // Taken out: if this command fails or is cancelled midway, the slot is left empty
         // and the next command reloads.
         let cached = guard.take();
@@ -560,7 +560,9 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
                 .iter()
                 .map(|e| {
                     let mut new = NewEvent::from_event(e)?;
-                    new.metadata.clone_from(&metadata);
+                    if !metadata.is_empty() {
+                        new.metadata.clone_from(&metadata);
+                    }
                     Ok(new)
                 })
                 .collect::<Result<Vec<_>, EncodeError>>()?;

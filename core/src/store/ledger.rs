@@ -60,7 +60,12 @@ impl Ledger {
         {
             return replay(stream, &command.id, command.fingerprint, record);
         }
-        let actual = self.streams.get(stream).copied().unwrap_or_default();
+        // One lookup for the version, read now and advanced below when the append is placed.
+        let version = self.streams.entry(stream.clone());
+        let actual = match &version {
+            std::collections::hash_map::Entry::Occupied(v) => *v.get(),
+            std::collections::hash_map::Entry::Vacant(_) => StreamVersion::default(),
+        };
         if !request.expected.admits(actual) {
             return Err(Error::Conflict {
                 stream: stream.clone(),
@@ -92,8 +97,7 @@ impl Ledger {
             offsets: (first..first + count).map(Offset).collect(),
             replayed: false,
         };
-        self.streams
-            .insert(stream.clone(), StreamVersion(actual.0 + count));
+        version.insert_entry(StreamVersion(actual.0 + count));
         if let Some(command) = &request.command {
             self.commands.insert(
                 (stream.clone(), command.id.clone()),
