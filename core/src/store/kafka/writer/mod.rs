@@ -249,6 +249,10 @@ pub(crate) struct Writer {
     snapshot_after: u64,
     /// A transaction's outcome is unknown: re-take the partition before the next batch.
     needs_recovery: bool,
+    /// How many jobs the next batch can expect soon: those answered by the last commit (each
+    /// caller may send its next one at once) plus those queued while it ran. The linger ends
+    /// when the batch holds that many, rather than always waiting it out.
+    expected: Option<usize>,
 }
 
 impl Writer {
@@ -281,6 +285,7 @@ impl Writer {
             since_snapshot: 0,
             snapshot_after,
             needs_recovery: false,
+            expected: None,
         };
         (jobs, tokio::spawn(writer.run()))
     }
@@ -298,10 +303,15 @@ impl Writer {
             }
             // A transaction costs a round trip to the coordinator and its markers whatever
             // its size: wait a moment for callers answered by the last commit to send their
-            // next append, so they share this one.
+            // next append, so they share this one — but only until they are all in (those
+            // answered, plus those queued while it ran): waiting longer only delays it.
+            let expected = self
+                .expected
+                .take()
+                .map_or(self.ctx.max_batch, |n| n.clamp(1, self.ctx.max_batch));
             if release.is_none() && !self.ctx.linger.is_zero() {
                 let deadline = tokio::time::Instant::now() + self.ctx.linger;
-                while batch.len() < self.ctx.max_batch {
+                while batch.len() < expected {
                     match tokio::time::timeout_at(deadline, self.jobs.recv()).await {
                         Ok(Some(job)) => {
                             release = batch.push(job);
@@ -523,6 +533,8 @@ impl Writer {
         }
         self.shared.committed_end.store(end.0, Ordering::Release);
         self.ctx.commits.send_modify(|n| *n += 1);
+        // Every caller answered here may send its next append at once; so may those queued.
+        self.expected = Some(batch.len() + self.jobs.len());
         let answers = plan.decisions.into_iter().zip(plan.replay_of);
         for (i, (append, (decision, replay_of))) in
             batch.appends.into_iter().zip(answers).enumerate()
