@@ -151,7 +151,9 @@ impl KafkaStoreBuilder {
 
     /// How long the writer waits for more appends before it starts a transaction (default
     /// 2 ms). A transaction costs a round trip to the coordinator whatever its size, so under
-    /// load a short wait fills it; `Duration::ZERO` starts at once.
+    /// load a short wait fills it; `Duration::ZERO` starts at once. The wait ends early once
+    /// the batch holds as many appends as the last commit answered plus those queued while it
+    /// ran: callers that append in a loop are all in by then.
     pub fn linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
         self

@@ -75,6 +75,16 @@ pub(crate) struct Commit {
     pub(crate) snapshots_next: Option<Offset>,
 }
 
+/// A commit written to the local store but not committed yet (see [`LocalState::stage`]).
+pub(crate) struct Staged(sqlx::Transaction<'static, Sqlite>);
+
+impl Staged {
+    /// Commits it.
+    pub(crate) async fn finish(self) -> Result<()> {
+        self.0.commit().await.map_err(fail("write the local state"))
+    }
+}
+
 /// The local state store of one partition.
 #[derive(Clone, Debug)]
 pub(crate) struct LocalState {
@@ -273,6 +283,13 @@ impl LocalState {
 
     /// Applies a commit in one local transaction.
     pub(crate) async fn commit(&self, commit: &Commit) -> Result<()> {
+        self.stage(commit).await?.finish().await
+    }
+
+    /// Writes a commit in a local transaction left open: [`Staged::finish`] commits it,
+    /// dropping it rolls it back. The writer stages a batch while its Kafka transaction
+    /// commits, so the two overlap. It holds the store's write lock until then.
+    pub(crate) async fn stage(&self, commit: &Commit) -> Result<Staged> {
         let op = "write the local state";
         let mut tx = self.pool.begin().await.map_err(fail(op))?;
         for chunk in commit.events.chunks(2000) {
@@ -358,7 +375,7 @@ impl LocalState {
                     .map_err(fail(op))?;
             }
         }
-        tx.commit().await.map_err(fail(op))
+        Ok(Staged(tx))
     }
 
     /// Replaces the index with a writer-state snapshot covering the records below

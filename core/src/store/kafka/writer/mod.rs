@@ -13,8 +13,12 @@
 //! touches from the local store into a [`Ledger`], decides each request in order (a replayed
 //! command, a conflict and a bad request answer only their caller), and writes the accepted
 //! events — plus accepted aggregate snapshots and, when due, a writer-state snapshot — in one
-//! Kafka transaction. After the commit it writes the same changes to the local store, then
-//! answers each caller with the offsets the broker gave.
+//! Kafka transaction. Once the broker has acknowledged the records (their offsets known) it
+//! writes the same changes to the local store in a local transaction *while* Kafka commits,
+//! commits that local transaction only after Kafka's commit succeeded (a failed commit rolls
+//! it back), then answers each caller with the offsets the broker gave. (While a takeover's
+//! gap filler also writes the local store, the local write waits for the commit instead, so
+//! it never holds the store's lock through a commit.)
 //!
 //! **Routed commands** (see the `commands` module): a batch may carry commands consumed from
 //! the commands topic. The answer of each routed append is written to the replies topic in
@@ -54,7 +58,7 @@ use crate::store::{AppendRequest, Appended, Error, Result};
 use super::commands::{Answer, CommandOffsets, Consumed};
 use super::reader::Reader;
 use super::snapshot::WriterSnapshot;
-use super::state::{Commit, CommittedCommand, LocalState};
+use super::state::{Commit, CommittedCommand, LocalState, Staged};
 use super::takeover::{catch_up, init_error, init_transactions};
 use super::topics::Names;
 
@@ -178,6 +182,13 @@ pub(crate) struct PendingAppend {
     pub(crate) reply: oneshot::Sender<Result<Appended>>,
 }
 
+/// A batch's write to the local store, and its written appends' answers by index.
+struct Local {
+    commit: Commit,
+    results: HashMap<usize, Appended>,
+    end: Offset,
+}
+
 type PendingSnapshot = (Snapshot, oneshot::Sender<Result<()>>);
 type PendingAnswer = (Answer, oneshot::Sender<Result<()>>);
 
@@ -249,6 +260,10 @@ pub(crate) struct Writer {
     snapshot_after: u64,
     /// A transaction's outcome is unknown: re-take the partition before the next batch.
     needs_recovery: bool,
+    /// How many jobs the next batch can expect soon: those answered by the last commit (each
+    /// caller may send its next one at once) plus those queued while it ran. The linger ends
+    /// when the batch holds that many, rather than always waiting it out.
+    expected: Option<usize>,
 }
 
 impl Writer {
@@ -281,6 +296,7 @@ impl Writer {
             since_snapshot: 0,
             snapshot_after,
             needs_recovery: false,
+            expected: None,
         };
         (jobs, tokio::spawn(writer.run()))
     }
@@ -298,10 +314,15 @@ impl Writer {
             }
             // A transaction costs a round trip to the coordinator and its markers whatever
             // its size: wait a moment for callers answered by the last commit to send their
-            // next append, so they share this one.
+            // next append, so they share this one — but only until they are all in (those
+            // answered, plus those queued while it ran): waiting longer only delays it.
+            let expected = self
+                .expected
+                .take()
+                .map_or(self.ctx.max_batch, |n| n.clamp(1, self.ctx.max_batch));
             if release.is_none() && !self.ctx.linger.is_zero() {
                 let deadline = tokio::time::Instant::now() + self.ctx.linger;
-                while batch.len() < self.ctx.max_batch {
+                while batch.len() < expected {
                     match tokio::time::timeout_at(deadline, self.jobs.recv()).await {
                         Ok(Some(job)) => {
                             release = batch.push(job);
@@ -400,7 +421,7 @@ impl Writer {
         let result = loop {
             attempt += 1;
             let result = self
-                .transact(&batch, &plan, &writes, writer_snapshot.as_ref())
+                .transact_staged(&batch, &plan, &writes, writer_snapshot.as_ref())
                 .await;
             match result {
                 Err(transact::Failure::Aborted(d)) if attempt < attempts => {
@@ -412,7 +433,7 @@ impl Writer {
             }
         };
         match result {
-            Ok(written) => {
+            Ok((written, local, staged)) => {
                 self.ctx.transactions.fetch_add(1, Ordering::Relaxed);
                 if writer_snapshot.is_some() {
                     self.since_snapshot = 0;
@@ -421,7 +442,7 @@ impl Writer {
                 if let Some(commands) = self.shared.commands() {
                     commands.committed(&written.answered, written.watermark);
                 }
-                self.committed(batch, plan, &writes, written.offsets).await;
+                self.committed(batch, plan, local, staged).await;
             }
             Err(failure) => self.failed(batch, plan, failure),
         }
@@ -438,14 +459,45 @@ impl Writer {
         Ok(snapshot)
     }
 
-    /// After a commit: the local store, the counters, then each caller's answer.
-    async fn committed(
+    /// One transaction of the batch, its local write staged while it commits: once the
+    /// records are acknowledged (their offsets known), the local store writes the batch in a
+    /// local transaction at the same time as Kafka commits; the caller finishes it after
+    /// the commit, and a failed commit rolls it back.
+    async fn transact_staged(
         &mut self,
-        batch: Batch,
-        plan: Plan,
+        batch: &Batch,
+        plan: &Plan,
         writes: &[usize],
-        offsets: Vec<Vec<Offset>>,
-    ) {
+        writer_snapshot: Option<&WriterSnapshot>,
+    ) -> Result<(transact::Written, Local, Option<Result<Staged>>), transact::Failure> {
+        let written = self.send(batch, plan, writes, writer_snapshot).await?;
+        let local = self.local(batch, plan, writes, &written.offsets);
+        // Staged only while nothing else writes the local store (a takeover's gap filler
+        // does, until the gap is full): the staged write holds its lock during the commit.
+        let staging = self.ctx.transactional && *self.shared.complete.borrow();
+        let staged = if staging {
+            let state = self.state.clone();
+            let (committed, staged) = tokio::join!(self.commit(), state.stage(&local.commit));
+            committed?;
+            Some(staged)
+        } else {
+            if self.ctx.transactional {
+                self.commit().await?;
+            }
+            None
+        };
+        Ok((written, local, staged))
+    }
+
+    /// What a batch whose records were acknowledged writes to the local store, and each
+    /// written append's answer.
+    fn local(
+        &self,
+        batch: &Batch,
+        plan: &Plan,
+        writes: &[usize],
+        offsets: &[Vec<Offset>],
+    ) -> Local {
         let mut results: HashMap<usize, Appended> = HashMap::new();
         let mut commit = Commit::default();
         let committed_at = Timestamp::now();
@@ -458,7 +510,7 @@ impl Writer {
             };
             let request = &append.request;
             let appended = Appended {
-                offsets,
+                offsets: offsets.clone(),
                 ..appended.clone()
             };
             if let Some(last) = appended.offsets.last() {
@@ -503,9 +555,6 @@ impl Writer {
             if let Some(v) = plan.versions.get(&request.stream) {
                 commit.streams.insert(request.stream.clone(), *v);
             }
-            if let Some(routed) = &append.routed {
-                routed.answered.store(true, Ordering::Release);
-            }
             results.insert(i, appended);
         }
         for &(i, _) in &plan.snapshots {
@@ -514,7 +563,34 @@ impl Writer {
             }
         }
         commit.next_offset = Some(end);
-        if let Err(e) = self.state.commit(&commit).await {
+        Local {
+            commit,
+            results,
+            end,
+        }
+    }
+
+    /// After a commit: the local store, the counters, then each caller's answer.
+    async fn committed(
+        &mut self,
+        batch: Batch,
+        plan: Plan,
+        local: Local,
+        staged: Option<Result<Staged>>,
+    ) {
+        let Local {
+            commit,
+            results,
+            end,
+        } = local;
+        let r = match staged {
+            Some(staged) => match staged {
+                Ok(staged) => staged.finish().await,
+                Err(e) => Err(e),
+            },
+            None => self.state.commit(&commit).await,
+        };
+        if let Err(e) = r {
             // The batch is committed on Kafka; the local store is behind: rebuild it from
             // the partition before the next batch.
             tracing::error!(topic = %self.events, partition = %self.partition, error = %e,
@@ -523,10 +599,15 @@ impl Writer {
         }
         self.shared.committed_end.store(end.0, Ordering::Release);
         self.ctx.commits.send_modify(|n| *n += 1);
+        // Every caller answered here may send its next append at once; so may those queued.
+        self.expected = Some(batch.len() + self.jobs.len());
         let answers = plan.decisions.into_iter().zip(plan.replay_of);
         for (i, (append, (decision, replay_of))) in
             batch.appends.into_iter().zip(answers).enumerate()
         {
+            if let (Some(routed), Some(_)) = (&append.routed, results.get(&i)) {
+                routed.answered.store(true, Ordering::Release);
+            }
             let answer = match (replay_of, decision) {
                 (Some(j), _) => results
                     .get(&j)

@@ -76,6 +76,22 @@ impl Writer {
         writes: &[usize],
         writer_snapshot: Option<&WriterSnapshot>,
     ) -> Result<Written, Failure> {
+        let written = self.send(batch, plan, writes, writer_snapshot).await?;
+        if self.ctx.transactional {
+            self.commit().await?;
+        }
+        Ok(written)
+    }
+
+    /// Begins a transaction and writes the batch in it, every record acknowledged, but
+    /// does not commit: [`Writer::commit`] does. On failure the transaction is aborted.
+    pub(super) async fn send(
+        &mut self,
+        batch: &Batch,
+        plan: &Plan,
+        writes: &[usize],
+        writer_snapshot: Option<&WriterSnapshot>,
+    ) -> Result<Written, Failure> {
         let transactional = self.ctx.transactional;
         if transactional {
             self.producer
@@ -86,12 +102,7 @@ impl Writer {
             .transact_inner(batch, plan, writes, writer_snapshot)
             .await;
         match written {
-            Ok(written) => {
-                if transactional {
-                    self.commit().await?;
-                }
-                Ok(written)
-            }
+            Ok(written) => Ok(written),
             Err(Failure::Fenced(d)) => Err(Failure::Fenced(d)),
             Err(Failure::Aborted(d) | Failure::Unknown(d)) if transactional => {
                 Err(self.abort(d).await)
