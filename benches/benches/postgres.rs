@@ -37,7 +37,6 @@ use keel_projections::store::postgres::PostgresViews;
 use keel_projections::{Projection, Runner};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 /// The bank's account on `cqrs-es`, as much of it as the bench runs: opening an account.
 mod peer {
@@ -281,24 +280,7 @@ fn bench_rebuild<P: Projection>(
     name: &str,
     runner: &Runner<P>,
 ) {
-    let mut group = c.benchmark_group("rebuild_1m");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(30));
-    group.throughput(Throughput::Elements(REBUILD_EVENTS));
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                rt.block_on(runner.rebuild(false, CancellationToken::new()))
-                    .expect("rebuild");
-                total += start.elapsed();
-            }
-            total
-        });
-    });
-    group.finish();
+    keel_benches::bench_rebuild(c, rt, name, runner, REBUILD_EVENTS, Duration::from_secs(30));
 }
 
 /// Rebuilds the bank's balances view from a PostgreSQL log of a million events into

@@ -9,18 +9,17 @@
 )]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bank::AccountEvent;
 use bank::projections::{Balances, BalancesInMemory, StatementView};
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group, criterion_main};
 use keel::store::memory::MemoryStore;
 use keel::store::sqlite::{SqliteStore, Synchronous};
 use keel::{AppendRequest, EventStore, ExpectedVersion, NewEvent, StreamId};
 use keel_projections::store::memory::MemoryViews;
 use keel_projections::store::sqlite::SqliteViews;
 use keel_projections::{Projection, Runner};
-use tokio_util::sync::CancellationToken;
 
 const EVENTS: u64 = 1_000_000;
 const ACCOUNTS: u64 = 1_000;
@@ -61,30 +60,14 @@ async fn fill<S: EventStore>(store: &S) {
     }
 }
 
+/// Times `runner`'s rebuild of the log as `rebuild_1m/<name>`.
 fn bench_rebuild<P: Projection>(
     c: &mut Criterion,
     name: &str,
     rt: &tokio::runtime::Runtime,
     runner: Runner<P>,
 ) {
-    let mut group = c.benchmark_group("rebuild_1m");
-    group
-        .sample_size(10)
-        .measurement_time(Duration::from_secs(20));
-    group.throughput(Throughput::Elements(EVENTS));
-    group.bench_function(name, |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                rt.block_on(runner.rebuild(false, CancellationToken::new()))
-                    .expect("rebuild");
-                total += start.elapsed();
-            }
-            total
-        });
-    });
-    group.finish();
+    keel_benches::bench_rebuild(c, rt, name, &runner, EVENTS, Duration::from_secs(20));
 }
 
 fn projections(c: &mut Criterion) {

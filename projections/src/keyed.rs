@@ -204,12 +204,9 @@ mod sqlite {
     use async_trait::async_trait;
 
     use super::KeyedStore;
-    use crate::error::{Error, Result};
+    use crate::error::Result;
+    use crate::store::sql::fail;
     use crate::store::sqlite::{SqliteBatch, SqliteViews};
-
-    fn fail(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-        move |e| Error::store(operation, e)
-    }
 
     fn limit(n: usize) -> i64 {
         i64::try_from(n).unwrap_or(i64::MAX)
@@ -342,12 +339,9 @@ mod postgres {
     use async_trait::async_trait;
 
     use super::KeyedStore;
-    use crate::error::{Error, Result};
+    use crate::error::Result;
     use crate::store::postgres::{PgBatch, PostgresViews};
-
-    fn fail(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-        move |e| Error::store(operation, e)
-    }
+    use crate::store::sql::fail;
 
     fn limit(n: usize) -> i64 {
         i64::try_from(n).unwrap_or(i64::MAX)

@@ -344,6 +344,14 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         StreamId::new(A::KIND, id)
     }
 
+    /// The stream of aggregate `id` in this repository's topic (checked once, at creation).
+    fn stream_of(&self, id: &str) -> Result<StreamId, IdError> {
+        match &self.topic {
+            Some(topic) => StreamId::in_topic(topic, id),
+            None => Self::stream(id),
+        }
+    }
+
     /// Loads aggregate `id` from the store: its latest snapshot of the current shape, if any,
     /// plus the events after it.
     ///
@@ -475,10 +483,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         command: A::Command,
         options: CommandOptions,
     ) -> Result<Committed<A::Event>, Error<A::Error>> {
-        let slot = self.cache.slot(id, || match &self.topic {
-            Some(topic) => StreamId::in_topic(topic, id),
-            None => Self::stream(id),
-        })?;
+        let slot = self.cache.slot(id, || self.stream_of(id))?;
         let stream = slot.stream.clone();
         let CommandOptions {
             command_id,
@@ -668,10 +673,7 @@ impl<A: Handle, S: EventStore + ?Sized> Repository<A, S> {
         command: A::Command,
         options: CommandOptions,
     ) -> Result<Prepared<A::Event>, Error<A::Error>> {
-        let stream = match &self.topic {
-            Some(topic) => StreamId::in_topic(topic, id)?,
-            None => Self::stream(id)?,
-        };
+        let stream = self.stream_of(id)?;
         let CommandOptions {
             command_id,
             correlation_id,

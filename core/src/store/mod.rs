@@ -21,8 +21,8 @@
 //! - **Atomic across streams, where the backend can** ([`Capabilities::multi_stream_append`]):
 //!   [`EventStore::append_all`] commits appends to several streams, each with its own
 //!   expected version and command, in one transaction — all of them or none. The memory,
-//!   SQLite and PostgreSQL stores can; a backend that cannot (Kafka: a record batch spans one partition's
-//!   writer) refuses with [`Error::Unsupported`] and writes nothing.
+//!   SQLite and PostgreSQL stores can; a backend that cannot (Kafka: a record batch spans one
+//!   partition's writer) refuses with [`Error::Unsupported`] and writes nothing.
 //! - **Snapshots**: [`EventStore::save_snapshot`] keeps each stream's latest snapshot, never
 //!   one ahead of its stream (see [`snapshot`](crate::snapshot) for the rules).
 //! - **Bad input** (ids, type names, sizes beyond [`limits`](crate::limits)) is refused with

@@ -12,8 +12,8 @@
 //! - **Group commit**: one batcher task per store gathers concurrent appends, across topics and
 //!   partitions, into shared transactions of a few round trips each (arrays and `unnest`); each
 //!   caller gets its own answer. An [`append_all`](EventStore::append_all) is one unit of a
-//!   batch: decided all or none, written in the batch's transaction. Several stores (processes) on one database are safe: the head
-//!   row locks order them.
+//!   batch: decided all or none, written in the batch's transaction. Several stores
+//!   (processes) on one database are safe: the head row locks order them.
 //! - **Live tails across processes**: a committed batch is followed by a `NOTIFY`; every
 //!   store `LISTEN`s and wakes its tails, which also poll at a bounded interval.
 //! - **Durable**: an append is acknowledged after PostgreSQL's `COMMIT` returns (with the
@@ -319,10 +319,7 @@ impl PostgresStore {
         self.readers.close().await;
     }
 
-    async fn send(
-        &self,
-        job: impl FnOnce(oneshot::Sender<Result<Appended>>) -> Job,
-    ) -> Result<Appended> {
+    async fn send<T>(&self, job: impl FnOnce(oneshot::Sender<Result<T>>) -> Job) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(job(tx)).await.map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)?
@@ -394,15 +391,7 @@ impl EventStore for PostgresStore {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
-        let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::AppendAll {
-                requests,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| Error::Closed)?;
-        rx.await.map_err(|_| Error::Closed)?
+        self.send(|reply| Job::AppendAll { requests, reply }).await
     }
 
     async fn read_stream(

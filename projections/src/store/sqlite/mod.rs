@@ -22,23 +22,10 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::error::{Error, EventRef, Result};
+use crate::store::sql::{fail, prefix, quoted, to_i64};
 use crate::store::{
     Commit, Generation, Lease, LeaseHolder, Parked, Stopped, ViewId, ViewState, ViewStore, now_ms,
 };
-
-fn fail(operation: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
-    move |e| Error::store(operation, e)
-}
-
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The prefix of a generation's tables. Projection names hold no `__`, so no other
-/// projection's or generation's tables share it.
-fn prefix(view: &ViewId) -> String {
-    format!("{}__g{}__", view.name, view.generation)
-}
 
 /// Projection and table names become SQL identifiers: only `[a-z0-9_]`.
 fn check_name(what: &'static str, name: &str) -> Result<()> {
@@ -82,7 +69,7 @@ impl SqliteBatch {
     /// The quoted name of this generation's table `name` (`[a-z0-9_]`), for SQL text:
     /// `"balances__g2__accounts"`.
     pub fn table(&self, name: &str) -> String {
-        format!("\"{}{}\"", self.prefix, name.replace('"', ""))
+        quoted(&self.prefix, name)
     }
 
     /// The transaction's connection, to run statements on.
@@ -145,7 +132,7 @@ async fn active_table(
             name: projection.to_owned(),
             generation: u64::try_from(g).unwrap_or(0),
         };
-        format!("\"{}{}\"", prefix(&view), table.replace('"', ""))
+        quoted(&prefix(&view), table)
     }))
 }
 

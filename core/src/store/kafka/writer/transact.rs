@@ -102,12 +102,10 @@ impl Writer {
             .transact_inner(batch, plan, writes, writer_snapshot)
             .await;
         match written {
-            Ok(written) => Ok(written),
-            Err(Failure::Fenced(d)) => Err(Failure::Fenced(d)),
             Err(Failure::Aborted(d) | Failure::Unknown(d)) if transactional => {
                 Err(self.abort(d).await)
             }
-            Err(other) => Err(other),
+            written => written,
         }
     }
 
